@@ -1,0 +1,1 @@
+"""Online retrieval service: FastAPI + ONNX Runtime + Redis. Never imports torch or training."""

@@ -1,0 +1,1 @@
+"""Offline pipeline: data, protocols, SASRec, SEATER, LMIndexer-style IDs, ONNX export, CLI."""
