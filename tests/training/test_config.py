@@ -1,0 +1,45 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from training.config import ConfigError, build
+
+
+@dataclass(frozen=True)
+class Inner:
+    lr: float = 1e-3
+    epochs: int = 10
+
+
+@dataclass(frozen=True)
+class Outer:
+    dataset: str = "beauty"
+    refit: bool = False
+    train: Inner = field(default_factory=Inner)
+
+
+def test_precedence_defaults_file_flags_set(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("dataset: sports\ntrain:\n  lr: 0.01\n  epochs: 5\n")
+    cfg = build(Outer, f, {"train.epochs": 7, "dataset": None}, ["train.lr=0.5", "refit=true"])
+    assert cfg == Outer(dataset="sports", refit=True, train=Inner(lr=0.5, epochs=7))
+
+
+def test_toml_file(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('dataset = "yelp"\n[train]\nepochs = 3\n')
+    assert build(Outer, f).train.epochs == 3
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  lrr: 1\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml\.train: unknown key\(s\) \['lrr'\]"):
+        build(Outer, f)
+
+
+def test_bad_value_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read 'abc' as int"):
+        build(Outer, None, None, ["train.epochs=abc"])
+    with pytest.raises(ConfigError, match="not found"):
+        build(Outer, tmp_path / "nope.yaml")

@@ -1,0 +1,140 @@
+"""The ``seater`` command line: data, training, evaluation, export, serving, the demo.
+
+Every training command takes ``--config FILE`` (YAML/TOML mirroring the run dataclass),
+a few typed flags for the knobs people change most, and ``--set section.key=value`` for
+anything else; precedence is defaults < file < flags < --set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from training.config import ConfigError, build
+from training.data.loaders import DataError
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+train_app = typer.Typer(help="Train models.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="YAML/TOML/JSON file with the run config (sections: model, train).")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override any config key, e.g. --set train.lr=3e-4 (repeatable).")]
+DatasetOpt = Annotated[str | None, typer.Option(
+    "--dataset", "-d", help="beauty|sports|yelp|lastfm, 'synthetic[:opts]', a folder with "
+    "interactions.txt, or a .csv/.parquet log. Folders are looked up in $SEATER_DATA_DIR, "
+    "else ../shared/data, else the embedded data/.")]
+ProtocolOpt = Annotated[str | None, typer.Option(
+    "--protocol", "-p", help="loo (leave-one-out) or seater (users 8:1:1, 80/20 history).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for splits, init, sampling.")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Maximum epochs.")]
+PatienceOpt = Annotated[int | None, typer.Option(
+    "--patience", help="Stop after this many epochs without a better validation metric.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")]
+OutOpt = Annotated[str | None, typer.Option("--out", help="Folder for run outputs (runs/).")]
+ResumeOpt = Annotated[bool, typer.Option(
+    "--resume/--no-resume", help="Continue from the run folder's last checkpoint if any.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _fail(e: Exception) -> None:
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@data_app.command("stats")
+def data_stats(
+    dataset: Annotated[list[str] | None, typer.Option(
+        "--dataset", "-d", help="Dataset(s) to describe (repeatable); default: all known.")] = None,
+) -> None:
+    """Print users, items, interactions and length statistics as JSON lines."""
+    from training.data import load_dataset
+    from training.data.registry import KNOWN
+
+    for name in dataset or list(KNOWN):
+        try:
+            typer.echo(json.dumps(load_dataset(name).stats()))
+        except DataError as e:
+            _fail(e)
+
+
+@train_app.command("sasrec")
+def train_sasrec(
+    config: ConfigOpt = None,
+    dataset: DatasetOpt = None,
+    protocol: ProtocolOpt = None,
+    refit: Annotated[bool | None, typer.Option(
+        "--refit/--no-refit", help="loo only: after early stopping, retrain on "
+        "train+validation for the best number of epochs, then test.")] = None,
+    d_model: Annotated[int | None, typer.Option("--d-model", help="Embedding size.")] = None,
+    n_layers: Annotated[int | None, typer.Option("--layers", help="Transformer blocks.")] = None,
+    n_heads: Annotated[int | None, typer.Option("--heads", help="Attention heads.")] = None,
+    max_len: Annotated[int | None, typer.Option("--max-len", help="History length.")] = None,
+    dropout: Annotated[float | None, typer.Option("--dropout", help="Dropout rate.")] = None,
+    loss: Annotated[str | None, typer.Option(
+        "--loss", help="ss (sampled softmax), ce (full softmax) or bce (original).")] = None,
+    n_negatives: Annotated[int | None, typer.Option(
+        "--negatives", help="Negatives per position for the ss loss.")] = None,
+    epochs: EpochsOpt = None,
+    patience: PatienceOpt = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate.")] = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    out: OutOpt = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (folder).")] = None,
+    report: Annotated[bool | None, typer.Option(
+        "--report/--no-report", help="Write the result into reports/quality/.")] = None,
+    overrides: SetOpt = None,
+    resume: ResumeOpt = True,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Train SASRec, evaluate it, and export its item embeddings for the tree builder."""
+    from training.sasrec.pipeline import SASRecRun, run_sasrec
+
+    _setup_logging(verbose)
+    flags = {
+        "dataset": dataset, "protocol": protocol, "refit": refit, "out_dir": out,
+        "name": name, "report": report,
+        "model.d_model": d_model, "model.n_layers": n_layers, "model.n_heads": n_heads,
+        "model.max_len": max_len, "model.dropout": dropout, "model.loss": loss,
+        "model.n_negatives": n_negatives,
+        "train.epochs": epochs, "train.patience": patience, "train.batch_size": batch_size,
+        "train.lr": lr, "train.seed": seed, "train.device": device,
+    }
+    try:
+        cfg = build(SASRecRun, config, flags, overrides)
+        entries = run_sasrec(cfg, resume=resume)
+    except (ConfigError, DataError, ValueError) as e:
+        _fail(e)
+    for entry in entries:
+        typer.echo(json.dumps({"key": entry["key"], "test": entry["metrics"]["test"]}))
+
+
+@app.command("report")
+def report() -> None:
+    """Regenerate reports/quality/README.md from the JSON results."""
+    from training.reports import render_quality_markdown
+
+    typer.echo(str(render_quality_markdown()))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

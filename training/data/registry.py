@@ -1,0 +1,74 @@
+"""Where datasets live: a name resolves to a folder, a path to a file, or a generator.
+
+Search order for a name such as ``beauty``: ``$SEATER_DATA_DIR/<name>`` when the
+variable is set (and only there), otherwise ``<repo>/../shared/data/<name>`` and then
+the embedded ``<repo>/data/<name>``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields
+from pathlib import Path
+
+from training.data.dataset import InteractionData
+from training.data.loaders import DataError, load_interaction_log, load_s3rec
+from training.data.synthetic import SyntheticConfig, make_synthetic
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KNOWN = ("beauty", "sports", "yelp", "lastfm")
+
+
+def data_dirs() -> list[Path]:
+    env = os.environ.get("SEATER_DATA_DIR")
+    if env:
+        return [Path(env).expanduser()]
+    return [REPO_ROOT.parent / "shared" / "data", REPO_ROOT / "data"]
+
+
+def resolve_dataset(name: str) -> Path:
+    """The folder holding dataset ``name``; the error lists every place looked at."""
+    tried = []
+    for root in data_dirs():
+        folder = root / name
+        tried.append(str(folder))
+        if (folder / "interactions.txt").is_file():
+            return folder
+    hint = (
+        "Set SEATER_DATA_DIR to the folder that holds '<name>/interactions.txt'"
+        if "SEATER_DATA_DIR" not in os.environ
+        else "SEATER_DATA_DIR is set; unset it to use the defaults or fix the path"
+    )
+    raise DataError(
+        f"dataset '{name}' not found (looked for interactions.txt in: {', '.join(tried)}). "
+        f"{hint}; known names: {', '.join(KNOWN)}, or 'synthetic', or a path to a folder, "
+        "a .csv or a .parquet file."
+    )
+
+
+def parse_synthetic(spec: str) -> SyntheticConfig:
+    """``synthetic`` or ``synthetic:n_users=500,n_items=200,seed=3``."""
+    _, _, args = spec.partition(":")
+    kwargs = {}
+    types = {f.name: f.type for f in fields(SyntheticConfig)}
+    for part in filter(None, args.split(",")):
+        key, _, value = part.partition("=")
+        if key not in types:
+            raise DataError(f"unknown synthetic option '{key}'; options: {', '.join(types)}")
+        kwargs[key] = float(value) if types[key] in (float, "float") else int(value)
+    return SyntheticConfig(**kwargs)
+
+
+def load_dataset(spec: str) -> InteractionData:
+    """A dataset by name, folder, interaction-log file or ``synthetic[:options]``."""
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        return make_synthetic(parse_synthetic(spec))
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return load_s3rec(path)
+    if path.suffix.lower() in {".csv", ".parquet", ".pq"}:
+        return load_interaction_log(path)
+    if os.sep in spec or path.suffix:
+        raise DataError(f"{spec} not found: pass a dataset name, a folder with "
+                        "interactions.txt, or a .csv/.parquet log")
+    return load_s3rec(resolve_dataset(spec), name=spec)
