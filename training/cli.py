@@ -124,6 +124,144 @@ def train_sasrec(
         typer.echo(json.dumps({"key": entry["key"], "test": entry["metrics"]["test"]}))
 
 
+@train_app.command("seater")
+def train_seater(
+    config: ConfigOpt = None,
+    dataset: DatasetOpt = None,
+    protocol: ProtocolOpt = None,
+    refit: Annotated[bool | None, typer.Option(
+        "--refit/--no-refit", help="loo only: retrain on train+validation for the best "
+        "number of epochs before testing.")] = None,
+    ids: Annotated[str | None, typer.Option(
+        "--ids", help="balanced (Algorithm 1), kmeans (imbalanced), random, or semantic "
+        "(codes from `seater index semantic`, given with --codes).")] = None,
+    codes: Annotated[str | None, typer.Option(
+        "--codes", help="ids=semantic: the .npy of item codes.")] = None,
+    k: Annotated[int | None, typer.Option(
+        "-k", "--branches", help="Tree branching factor.")] = None,
+    beam: Annotated[int | None, typer.Option(
+        "--beam", help="Beam size for validation and test (>= 50 for @50 metrics).")] = None,
+    sasrec_run: Annotated[str | None, typer.Option(
+        "--sasrec-run", help="SASRec run folder for embeddings (default runs/<dataset>/"
+        "sasrec-<protocol>; trained first when missing).")] = None,
+    init: Annotated[bool | None, typer.Option(
+        "--init-from-sasrec/--scratch", help="Initialise node embeddings (leaves = items, "
+        "internal = centroids) and the encoder from SASRec.")] = None,
+    lambda_align: Annotated[float | None, typer.Option(
+        "--lambda-align", help="Weight of the alignment loss (0 = off).")] = None,
+    lambda_rank: Annotated[float | None, typer.Option(
+        "--lambda-rank", help="Weight of the ranking loss (0 = off).")] = None,
+    d_model: Annotated[int | None, typer.Option("--d-model", help="Model width.")] = None,
+    max_len: Annotated[int | None, typer.Option("--max-len", help="History length.")] = None,
+    epochs: EpochsOpt = None,
+    patience: PatienceOpt = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate.")] = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    out: OutOpt = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (folder).")] = None,
+    report: Annotated[bool | None, typer.Option(
+        "--report/--no-report", help="Write the result into reports/quality/.")] = None,
+    overrides: SetOpt = None,
+    resume: ResumeOpt = True,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Train SEATER on the ID tree with generation + alignment + ranking losses; evaluate
+    with the constrained beam search the service uses."""
+    from training.seater.pipeline import SeaterRun, run_seater
+
+    _setup_logging(verbose)
+    flags = {
+        "dataset": dataset, "protocol": protocol, "refit": refit, "out_dir": out,
+        "name": name, "report": report, "sasrec_run": sasrec_run, "init_from_sasrec": init,
+        "beam_size": beam, "tree.ids": ids, "tree.k": k, "tree.codes": codes,
+        "model.d_model": d_model, "model.max_len": max_len,
+        "losses.lambda_align": lambda_align, "losses.lambda_rank": lambda_rank,
+        "train.epochs": epochs, "train.patience": patience, "train.batch_size": batch_size,
+        "train.lr": lr, "train.seed": seed, "train.device": device,
+    }
+    try:
+        cfg = build(SeaterRun, config, flags, overrides)
+        entries = run_seater(cfg, resume=resume)
+    except (ConfigError, DataError, ValueError, FileNotFoundError) as e:
+        _fail(e)
+    for entry in entries:
+        typer.echo(json.dumps({"key": entry["key"], "test": entry["metrics"]["test"]}))
+
+
+@app.command("export")
+def export(
+    run: Annotated[Path, typer.Option("--run", help="A SEATER run folder (has model.pt).")],
+    out: Annotated[Path, typer.Option("--out", help="Bundle root; the bundle goes to "
+                                      "OUT/VERSION.")] = Path("artifacts"),
+    version: Annotated[str | None, typer.Option(
+        "--version", help="Bundle version (default: <dataset>-<UTC timestamp>).")] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Export a trained SEATER run as the serving bundle: encoder.onnx, decoder.onnx (one
+    beam step), tree.npz, embeddings.npy, items.json and a manifest with sha256 sums."""
+    import datetime as dt
+
+    from training.export import export_bundle
+    from training.seater.pipeline import load_run
+
+    _setup_logging(verbose)
+    try:
+        model, tree, cfg, _ = load_run(run)
+        items = json.loads((run / "items.json").read_text())
+        results = run / "result.json"
+        metrics = json.loads(results.read_text())[-1]["metrics"] if results.is_file() else {}
+        version = version or f"{cfg.dataset}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+        path = export_bundle(model, tree, items, out, version, cfg.dataset, metrics,
+                             extra={"run": str(run)})
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        _fail(e)
+    typer.echo(str(path))
+
+
+@app.command("serve")
+def serve(
+    artifacts: Annotated[Path, typer.Option(
+        "--artifacts", help="Bundle folder written by `seater export` (has manifest.json).")],
+    host: Annotated[str, typer.Option("--host", help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,
+) -> None:
+    """Run the retrieval service on a bundle, without Docker (same app as the image).
+
+    Cache, batching and limits come from the SEATER_* environment and REDIS_URL (see
+    service/settings.py); without REDIS_URL encoder states are cached in process.
+    """
+    import importlib
+
+    if not (artifacts / "manifest.json").is_file():
+        _fail(FileNotFoundError(f"{artifacts / 'manifest.json'} not found: pass a bundle "
+                                "folder written by `seater export`"))
+    # The service is launched by module name: training never imports service code.
+    importlib.import_module("service.__main__").main(
+        ["--artifacts", str(artifacts), "--host", host, "--port", str(port)])
+
+
+@app.command("demo")
+def demo(
+    dataset: Annotated[str, typer.Option(
+        "--dataset", "-d", help="Dataset for the quick run (default: the embedded Beauty).")
+    ] = "beauty",
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's runs and bundle.")
+                   ] = Path("runs/demo"),
+    port: Annotated[int, typer.Option("--port", help="Port for the demo service.")] = 8765,
+) -> None:
+    """The main job end to end on a quick preset: train SASRec -> build the tree -> train
+    SEATER -> export the bundle -> start the service -> POST /retrieve -> print -> stop."""
+    from training.demo import run_demo
+
+    _setup_logging()
+    try:
+        run_demo(dataset, out, port)
+    except (DataError, ValueError, FileNotFoundError, RuntimeError) as e:
+        _fail(e)
+
+
 @app.command("report")
 def report() -> None:
     """Regenerate reports/quality/README.md from the JSON results."""

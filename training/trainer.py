@@ -47,6 +47,7 @@ class TrainConfig:
     amp: bool = True
     threads: int = 0
     grad_clip: float = 0.0
+    max_batches: int = 0  # cap on batches per epoch (quick presets, smoke runs); 0 = all
     progress: bool = True
 
 
@@ -162,9 +163,14 @@ def train(
         t0 = time.perf_counter()
         totals: dict[str, float] = {}
         n_batches = n_examples = 0
-        bar = tqdm(task.batches(rng, cfg.batch_size), total=task.n_batches(cfg.batch_size),
+        total = task.n_batches(cfg.batch_size)
+        if cfg.max_batches:
+            total = min(total, cfg.max_batches)
+        bar = tqdm(task.batches(rng, cfg.batch_size), total=total,
                    desc=f"epoch {epoch}", disable=not cfg.progress or rank != 0, leave=False)
         for i, batch in enumerate(bar):
+            if i >= total:
+                break
             if i % world != rank:
                 continue
             amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()

@@ -102,7 +102,8 @@ def test_cli_trains_exports_and_reports(tmp_path, monkeypatch):
         "--out", str(tmp_path / "runs"), "--refit", "--set", "train.patience=2",
     ])
     assert res.exit_code == 0, res.output
-    run = tmp_path / "runs" / "synthetic" / "sasrec-loo-refit"
+    run = tmp_path / "runs" / "synthetic" / "sasrec-loo"
+    assert (run / "fit" / "item_emb.npy").is_file()  # the early-stopped fit, for the tree
     emb = np.load(run / "item_emb.npy")
     assert emb.shape == (60, 16)
     assert len(json.loads((run / "items.json").read_text())["ids"]) == 60

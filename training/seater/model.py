@@ -1,0 +1,208 @@
+"""SEATER (Si et al., SIGIR-AP 2024): encode the history, decode the item's tree path.
+
+Tokens are tree nodes: one embedding row per node (``node_emb``), so a leaf token *is*
+its item's embedding and the encoder reads the history through the same table. The
+decoder predicts the next node with a softmax over only the current node's k children
+(eq. 4): their embeddings are gathered and dotted with the decoder state.
+
+Layout for decoding is ``[B, W, t]``: B requests (or training examples), W rows per
+request (beam rows, or the positive and its ranking negatives), t prefix tokens. Rows
+of one request share its memory, so cross-attention runs as ``[B, H, W*t, T]`` batched
+matmuls against keys/values projected once per request (``memory_kv``), never copied
+per row. Padding is -1 everywhere (history, paths), so the embedding table can grow
+(inserted items) without a padding row moving.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.layers import SequenceEncoder
+
+NEG = -1e9  # finite "minus infinity": fully masked rows stay NaN-free in ONNX Runtime too
+
+
+@dataclass(frozen=True)
+class SeaterParams:
+    """Architecture (paper setting: d=64, 1 encoder + 1 decoder layer, 2 heads).
+
+    The encoder is SASRec's stack (causal by default, one head) so a trained SASRec can
+    initialise it; the paper's bidirectional encoder is ``encoder_causal=False``.
+    """
+
+    max_len: int = 50
+    d_model: int = 64
+    enc_layers: int = 1
+    dec_layers: int = 1
+    n_heads: int = 2
+    enc_heads: int = 1  # as SASRec's, so its encoder weights carry over unchanged
+    dropout: float = 0.2
+    enc_ff_mult: int = 1
+    dec_ff_mult: int = 4
+    encoder_causal: bool = True
+
+
+class DecoderLayer(nn.Module):
+    """Pre-LN: causal self-attention over the prefix, cross-attention, feed-forward."""
+
+    def __init__(self, d: int, n_heads: int, ff_mult: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln_self = nn.LayerNorm(d)
+        self.self_qkv = nn.Linear(d, 3 * d)
+        self.self_out = nn.Linear(d, d)
+        self.ln_cross = nn.LayerNorm(d)
+        self.cross_q = nn.Linear(d, d)
+        self.cross_kv = nn.Linear(d, 2 * d)  # applied to the memory, once per request
+        self.cross_out = nn.Linear(d, d)
+        self.ln_ff = nn.LayerNorm(d)
+        # Dropout sits on the residual branches only: masks on attention weights and the
+        # FFN's inner activations cost ~20% of a CPU training step (bernoulli sampling).
+        self.ff = nn.Sequential(nn.Linear(d, ff_mult * d), nn.GELU(), nn.Linear(ff_mult * d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shape: memory [B, T, d] -> k, v [B, H, T, dh]."""
+        b, t, d = memory.shape
+        k, v = self.cross_kv(memory).chunk(2, dim=-1)
+        k = k.reshape(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)
+        v = v.reshape(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)
+        return k, v
+
+    def forward(self, x: torch.Tensor, mem_k: torch.Tensor, mem_v: torch.Tensor,
+                mem_bias: torch.Tensor, last_only: bool) -> torch.Tensor:
+        """Shape: x [B, W, t, d]; mem_k, mem_v [B, H, T, dh]; mem_bias [B, T].
+
+        Returns [B, W, t', d] with t' = 1 when ``last_only`` (inference needs only the
+        newest position, whose keys and values still come from the whole prefix).
+        """
+        b, w, t, d = x.shape
+        h, dh = self.n_heads, d // self.n_heads
+        # --- self-attention within each row's prefix
+        xn = self.ln_self(x)
+        q, k, v = self.self_qkv(xn).chunk(3, dim=-1)
+        if last_only:
+            q, x = q[:, :, -1:], x[:, :, -1:]
+        tq = q.shape[2]
+        q = q.reshape(b, w, tq, h, dh).transpose(2, 3)  # (B, W, h, tq, dh)
+        k = k.reshape(b, w, t, h, dh).transpose(2, 3)  # (B, W, h, t, dh)
+        v = v.reshape(b, w, t, h, dh).transpose(2, 3)
+        # explicit attention: SDPA's ONNX conversion takes 4-D tensors only
+        scores = q @ k.transpose(-1, -2) / math.sqrt(dh)  # (B, W, h, tq, t)
+        if not last_only:
+            causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+            scores = scores.masked_fill(~causal, NEG)
+        att = torch.softmax(scores, dim=-1) @ v  # (B, W, h, tq, dh)
+        x = x + self.drop(self.self_out(att.transpose(2, 3).reshape(b, w, tq, d)))
+        # --- cross-attention: every row of request b reads request b's memory
+        qc = self.cross_q(self.ln_cross(x)).reshape(b, w * tq, h, dh).transpose(1, 2)
+        logits = qc @ mem_k.transpose(-1, -2) / math.sqrt(dh)  # (B, h, W*tq, T)
+        probs = torch.softmax(logits + mem_bias[:, None, None, :], dim=-1)
+        ctx = (probs @ mem_v).transpose(1, 2).reshape(b, w, tq, d)
+        x = x + self.drop(self.cross_out(ctx))
+        return x + self.drop(self.ff(self.ln_ff(x)))
+
+
+class Seater(nn.Module):
+    def __init__(self, n_nodes: int, max_depth: int, root: int, p: SeaterParams) -> None:
+        super().__init__()
+        self.p = p
+        self.n_nodes = n_nodes
+        self.max_depth = max_depth
+        self.root_id = root  # the start token of every identifier
+        d = p.d_model
+        self.node_emb = nn.Embedding(n_nodes, d)
+        nn.init.normal_(self.node_emb.weight, std=d**-0.5)
+        self.encoder = SequenceEncoder(d, p.enc_layers, p.enc_heads, p.dropout, p.max_len,
+                                       causal=p.encoder_causal, ff_mult=p.enc_ff_mult)
+        self.dec_pos = nn.Embedding(max_depth + 1, d)
+        self.dec_drop = nn.Dropout(p.dropout)
+        self.layers = nn.ModuleList(
+            DecoderLayer(d, p.n_heads, p.dec_ff_mult, p.dropout) for _ in range(p.dec_layers)
+        )
+        self.ln_out = nn.LayerNorm(d)
+        self.rank_w = nn.Parameter(torch.eye(d))  # W_s of the ranking score σ(pᵀ W_s q)
+
+    # ----------------------------------------------------------------- encoder
+    def encode(self, history: torch.Tensor, node_emb: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shape: history int64 [B, T] leaf node ids, -1 = padding -> states [B, T, d],
+        real bool [B, T]."""
+        table = self.node_emb.weight if node_emb is None else node_emb
+        real = history >= 0
+        states = self.encoder(F.embedding(history.clamp(min=0), table), real)
+        return states, real
+
+    def memory(self, states: torch.Tensor, real: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-request cross-attention inputs for every decoder layer.
+
+        Shape: states [B, T, d] -> mem_k, mem_v [layers, B, H, T, dh], mem_bias [B, T].
+        """
+        kv = [layer.memory_kv(states) for layer in self.layers]
+        mem_k = torch.stack([k for k, _ in kv])
+        mem_v = torch.stack([v for _, v in kv])
+        bias = torch.zeros(real.shape, dtype=states.dtype, device=states.device)
+        return mem_k, mem_v, bias.masked_fill(~real, NEG)
+
+    # ----------------------------------------------------------------- decoder
+    def decode(self, prefix: torch.Tensor, mem_k: torch.Tensor, mem_v: torch.Tensor,
+               mem_bias: torch.Tensor, last_only: bool = False,
+               node_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder states. Shape: prefix int64 [B, W, t] (-1 = padding) -> [B, W, t', d]."""
+        table = self.node_emb.weight if node_emb is None else node_emb
+        t = prefix.shape[-1]
+        x = F.embedding(prefix.clamp(min=0), table) * math.sqrt(self.p.d_model)
+        x = self.dec_drop(x + self.dec_pos(torch.arange(t, device=prefix.device)))
+        for i, layer in enumerate(self.layers):
+            last = last_only and i == len(self.layers) - 1
+            x = layer(x, mem_k[i], mem_v[i], mem_bias, last)
+        return self.ln_out(x)
+
+    def child_logits(self, states: torch.Tensor, nodes: torch.Tensor, children: torch.Tensor,
+                     node_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """Eq. 4 before the softmax: scores of each node's children only.
+
+        Shape: states [..., d]; nodes int64 [...]; children int64 [n_nodes, k] -> [..., k]
+        with NEG at padded child slots.
+        """
+        table = self.node_emb.weight if node_emb is None else node_emb
+        kids = children[nodes.clamp(min=0)]  # (..., k)
+        emb = F.embedding(kids.clamp(min=0), table)  # (..., k, d)
+        logits = (emb @ states.unsqueeze(-1)).squeeze(-1)
+        return logits.masked_fill(kids < 0, NEG)
+
+    def step(self, prefix: torch.Tensor, mem_k: torch.Tensor, mem_v: torch.Tensor,
+             mem_bias: torch.Tensor, children: torch.Tensor,
+             node_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """One beam-search step: log-probs over the children of each row's last node.
+
+        This is the graph ``decoder.onnx`` holds. Shape: prefix [B, W, t] -> [B, W, k].
+        """
+        h = self.decode(prefix, mem_k, mem_v, mem_bias, last_only=True, node_emb=node_emb)
+        logits = self.child_logits(h[:, :, 0], prefix[:, :, -1], children, node_emb)
+        return torch.log_softmax(logits, dim=-1)
+
+    # ----------------------------------------------------------------- training
+    def forward(self, history: torch.Tensor, paths: torch.Tensor, children: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher-forced pass over the positive path (row 0) and ranking negatives.
+
+        Shape: history [B, T]; paths int64 [B, W, L] node paths below the root (-1 padded);
+        children [n_nodes, k].
+        Returns child logits of row 0 [B, L, k], decoder states [B, W, L, d], encoder
+        states [B, T, d] and the history mask [B, T].
+        """
+        states, real = self.encode(history)
+        mem_k, mem_v, bias = self.memory(states, real)
+        b, w, depth = paths.shape
+        root = paths.new_full((b, w, 1), self.root_id)
+        prefix = torch.cat([root, paths[:, :, :-1]], dim=-1)  # (B, W, L)
+        dec = self.decode(prefix, mem_k, mem_v, bias)
+        logits = self.child_logits(dec[:, 0], prefix[:, 0], children)
+        return logits, dec, states, real
