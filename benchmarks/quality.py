@@ -1,0 +1,104 @@
+"""Full-size quality runs (hours on 2 CPU cores): the commands behind reports/quality/.
+
+Each experiment is one `seater` command; its result lands in
+`reports/quality/<dataset>.json` with the command, commit, seed and machine, and
+`seater report` renders the tables. Runs resume from their checkpoints, so an
+interrupted benchmark continues where it stopped.
+
+    python benchmarks/quality.py --list
+    python benchmarks/quality.py sasrec-beauty seater-beauty      # named experiments
+    python benchmarks/quality.py --group ablations                 # a whole group
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LOGS = ROOT / "runs" / "logs"
+
+SASREC = ["seater", "train", "sasrec", "--refit", "--patience", "20"]
+SEATER = ["seater", "train", "seater"]
+
+EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
+    # --- SASRec baselines (loo with and without refit, both written by one run)
+    "sasrec-beauty": ("baselines", [*SASREC, "-d", "beauty", "-p", "loo"]),
+    "sasrec-beauty-d256": ("baselines", [*SASREC, "-d", "beauty", "-p", "loo", "--d-model",
+                                         "256", "--name", "sasrec-loo-d256"]),
+    "sasrec-sports": ("baselines", [*SASREC, "-d", "sports", "-p", "loo"]),
+    "sasrec-yelp": ("baselines", [*SASREC, "-d", "yelp", "-p", "loo"]),
+    "sasrec-yelp-seater": ("baselines", ["seater", "train", "sasrec", "-d", "yelp", "-p",
+                                         "seater", "--patience", "20"]),
+    # --- SEATER main results
+    "seater-beauty": ("main", [*SEATER, "-d", "beauty", "-p", "loo"]),
+    "seater-sports": ("main", [*SEATER, "-d", "sports", "-p", "loo"]),
+    "seater-yelp-seater": ("main", [*SEATER, "-d", "yelp", "-p", "seater"]),
+    # --- ablations on Beauty (paper Table 4/5, Fig. 4)
+    "ablate-no-align": ("ablations", [*SEATER, "-d", "beauty", "--lambda-align", "0",
+                                      "--name", "ablate-no-align"]),
+    "ablate-no-rank": ("ablations", [*SEATER, "-d", "beauty", "--lambda-rank", "0",
+                                     "--name", "ablate-no-rank"]),
+    "ablate-gen-only": ("ablations", [*SEATER, "-d", "beauty", "--lambda-align", "0",
+                                      "--lambda-rank", "0", "--name", "ablate-gen-only"]),
+    "ablate-kmeans-tree": ("ablations", [*SEATER, "-d", "beauty", "--ids", "kmeans",
+                                         "--name", "ablate-kmeans-tree"]),
+    "ablate-random-tree": ("ablations", [*SEATER, "-d", "beauty", "--ids", "random",
+                                         "--name", "ablate-random-tree"]),
+    **{f"ablate-k{k}": ("ablations", [*SEATER, "-d", "beauty", "-k", str(k),
+                                      "--name", f"ablate-k{k}"]) for k in (4, 8, 32)},
+    # --- semantic IDs (issue 7): codes from `seater index semantic -d beauty`
+    "seater-beauty-semantic": ("semantic", [*SEATER, "-d", "beauty", "--ids", "semantic",
+                                            "--codes", "runs/beauty/semantic/codes.npy",
+                                            "--name", "seater-loo-semantic"]),
+}
+
+
+def run(name: str, extra: list[str]) -> int:
+    group, cmd = EXPERIMENTS[name]
+    cmd = [*cmd, *extra]
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = LOGS / f"{name}.log"
+    print(f"[{group}] {name}: {shlex.join(cmd)}  (log: {log})", flush=True)
+    start = time.monotonic()
+    with log.open("a") as f:
+        rc = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    print(f"  -> exit {rc} after {time.monotonic() - start:.0f} s", flush=True)
+    return rc
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="experiments to run")
+    parser.add_argument("--group", help="run every experiment of a group")
+    parser.add_argument("--list", action="store_true", help="list experiments and exit")
+    parser.add_argument("--set", action="append", default=[],
+                        help="extra `--set key=value` passed to every command")
+    args = parser.parse_args()
+    if args.list:
+        for name, (group, cmd) in EXPERIMENTS.items():
+            print(f"{group:10s} {name:24s} {shlex.join(cmd)}")
+        return 0
+    names = list(args.names)
+    if args.group:
+        names += [n for n, (g, _) in EXPERIMENTS.items() if g == args.group]
+    unknown = [n for n in names if n not in EXPERIMENTS]
+    if unknown or not names:
+        parser.error(f"unknown experiment(s) {unknown}; see --list" if unknown else
+                     "name experiments or a --group")
+    extra = [x for kv in args.set for x in ("--set", kv)]
+    failed = [n for n in names if run(n, extra) != 0]
+    if failed:
+        print(f"failed: {failed}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
