@@ -16,6 +16,7 @@ import typer
 
 from training.config import ConfigError, build
 from training.data.loaders import DataError
+from training.lmindexer.cli import index_app
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
@@ -23,6 +24,7 @@ data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 train_app = typer.Typer(help="Train models.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
+app.add_typer(index_app, name="index")
 
 ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", "-c", help="YAML/TOML/JSON file with the run config (sections: model, train).")]
@@ -190,6 +192,35 @@ def train_seater(
         typer.echo(json.dumps({"key": entry["key"], "test": entry["metrics"]["test"]}))
 
 
+@app.command("evaluate")
+def evaluate_cmd(
+    run: Annotated[Path, typer.Option("--run", help="A SEATER run folder (has model.pt).")],
+    beam: Annotated[list[int] | None, typer.Option(
+        "--beam", help="Beam size(s) to evaluate at (repeatable); default 50.")] = None,
+    split: Annotated[str, typer.Option("--split", help="test or valid.")] = "test",
+    max_users: Annotated[int, typer.Option(
+        "--max-users", help="Evaluate a fixed random subset (0 = everyone).")] = 0,
+    threads: Annotated[int, typer.Option("--threads", help="Torch threads (0 = default).")] = 0,
+    report: Annotated[bool, typer.Option(
+        "--report/--no-report", help="Write each beam's entry into reports/quality/.")] = True,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Evaluate a trained SEATER run with the constrained beam search at one or more beam
+    sizes; each gets metrics and the measured decoding time per user."""
+    from training.evaluate_run import evaluate_beams
+
+    _setup_logging(verbose)
+    if split not in ("test", "valid"):
+        _fail(ValueError(f"--split must be test or valid, not {split!r}"))
+    try:
+        entries = evaluate_beams(run, beam or [50], split, report, max_users=max_users,
+                                 threads=threads)
+    except (FileNotFoundError, ValueError, DataError) as e:
+        _fail(e)
+    for e in entries:
+        typer.echo(json.dumps({"key": e["key"], split: e["metrics"][split], **e["eval"]}))
+
+
 @app.command("export")
 def export(
     run: Annotated[Path, typer.Option("--run", help="A SEATER run folder (has model.pt).")],
@@ -200,13 +231,23 @@ def export(
     verbose: VerboseOpt = False,
 ) -> None:
     """Export a trained SEATER run as the serving bundle: encoder.onnx, decoder.onnx (one
-    beam step), tree.npz, embeddings.npy, items.json and a manifest with sha256 sums."""
+    beam step), tree.npz, embeddings.npy, items.json and a manifest with sha256 sums.
+    A SASRec run (model.pt, no tree.npz) exports as the dense brute-force baseline bundle
+    (encoder.onnx -> user vector, item_emb.npy), served by the same service."""
     import datetime as dt
 
     from training.export import export_bundle
+    from training.sasrec.export import export_sasrec_run, is_sasrec_run
     from training.seater.pipeline import load_run
 
     _setup_logging(verbose)
+    if is_sasrec_run(run):
+        try:
+            path = export_sasrec_run(run, out, version)
+        except (FileNotFoundError, FileExistsError, ValueError) as e:
+            _fail(e)
+        typer.echo(str(path))
+        return
     try:
         model, tree, cfg, _ = load_run(run)
         items = json.loads((run / "items.json").read_text())

@@ -35,7 +35,7 @@ from training.seater.model import Seater
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-OPSET = 18
+OPSET = 20
 ENCODER_IO = (["history", "node_emb"], ["memory_k", "memory_v", "memory_bias"])
 DECODER_IO = (["prefix", "memory_k", "memory_v", "memory_bias", "children", "node_emb"],
               ["child_logp"])
@@ -61,10 +61,16 @@ class DecoderGraph(nn.Module):
 
 
 def _sample_inputs(model: Seater, tree: IdTree, batch: int, width: int, t: int, hist: int,
-                   seed: int = 0) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-    """Encoder and decoder inputs with real tree paths (left padding in row 0)."""
+                   seed: int = 0, node_emb: np.ndarray | None = None
+                   ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """Encoder and decoder inputs with real tree paths (left padding in row 0).
+
+    ``node_emb`` is the table the bundle ships (longer than the model's own when the
+    tree has inserted items); the graphs take it as an input, so parity is checked on it.
+    """
     rng = np.random.default_rng(seed)
-    node_emb = model.node_emb.weight.detach().clone()
+    node_emb = (model.node_emb.weight.detach().clone() if node_emb is None
+                else torch.from_numpy(np.ascontiguousarray(node_emb, dtype=np.float32)))
     items = rng.integers(0, tree.n_items, size=(batch, hist))
     history = torch.from_numpy(tree.item_leaf[items].astype(np.int64))
     if hist > 1:
@@ -77,16 +83,20 @@ def _sample_inputs(model: Seater, tree: IdTree, batch: int, width: int, t: int, 
     return (history, node_emb), (torch.from_numpy(prefix), *mem, children, node_emb)
 
 
-def export_graphs(model: Seater, tree: IdTree, out: Path) -> dict[str, Path]:
-    """Write encoder.onnx and decoder.onnx into ``out``."""
+def export_graphs(model: Seater, tree: IdTree, out: Path, node_emb: np.ndarray | None = None
+                  ) -> dict[str, Path]:
+    """Write encoder.onnx and decoder.onnx into ``out`` (traced on ``node_emb`` if given)."""
     from torch.export import Dim
 
     model = model.eval().cpu()
     enc_args, dec_args = _sample_inputs(model, tree, batch=3, width=4, t=min(3, tree.max_depth),
-                                        hist=min(5, model.p.max_len))
-    batch, nodes = Dim("batch"), Dim("nodes")
+                                        hist=min(5, model.p.max_len), node_emb=node_emb)
+    # Finite bounds keep the exporter's range analysis of data-dependent sizes (the
+    # decoder's dedupe) inside int64; far above any batch x beam served.
+    batch, nodes = Dim("batch", max=1 << 16), Dim("nodes", max=1 << 30)
     seq = Dim("seq", max=model.p.max_len)
-    width, steps, mem_t = Dim("beam"), Dim("steps", max=tree.max_depth), Dim("memory")
+    width = Dim("beam", max=1 << 14)
+    steps, mem_t = Dim("steps", max=tree.max_depth), Dim("memory", max=model.p.max_len)
     paths = {"encoder": out / "encoder.onnx", "decoder": out / "decoder.onnx"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -110,8 +120,8 @@ def export_graphs(model: Seater, tree: IdTree, out: Path) -> dict[str, Path]:
     return paths
 
 
-def check_parity(model: Seater, tree: IdTree, folder: Path, atol: float = 1e-4
-                 ) -> dict[str, float]:
+def check_parity(model: Seater, tree: IdTree, folder: Path, atol: float = 1e-4,
+                 node_emb: np.ndarray | None = None) -> dict[str, float]:
     """ONNX Runtime vs torch on shapes unlike the traced ones; raises on a mismatch."""
     import onnxruntime as ort
 
@@ -122,7 +132,8 @@ def check_parity(model: Seater, tree: IdTree, folder: Path, atol: float = 1e-4
     worst: dict[str, float] = {}
     for batch, width, t, hist in [(1, 1, 1, 1), (5, 7, tree.max_depth, model.p.max_len),
                                   (2, 3, 2, 4)]:
-        enc_args, dec_args = _sample_inputs(model, tree, batch, width, t, hist, seed=batch)
+        enc_args, dec_args = _sample_inputs(model, tree, batch, width, t, hist, seed=batch,
+                                            node_emb=node_emb)
         with torch.no_grad():
             want_enc = EncoderGraph(model)(*enc_args)
             want_dec = DecoderGraph(model)(*dec_args)
@@ -180,8 +191,8 @@ def export_bundle(
         raise ValueError(f"embedding rows {table.shape[0]} != tree nodes {tree.n_nodes}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=out_root))
     try:
-        export_graphs(model, tree, tmp)
-        parity = check_parity(model, tree, tmp)
+        export_graphs(model, tree, tmp, node_emb=table)
+        parity = check_parity(model, tree, tmp, node_emb=table)
         np.save(tmp / "embeddings.npy", np.ascontiguousarray(table, dtype=np.float32))
         tree.save(tmp / "tree.npz")
         (tmp / "items.json").write_text(json.dumps(items))

@@ -109,8 +109,8 @@ def test_cli_trains_exports_and_reports(tmp_path, monkeypatch):
     assert len(json.loads((run / "items.json").read_text())["ids"]) == 60
     report = json.loads((tmp_path / "reports" / "quality" / "synthetic.json").read_text())
     keys = sorted(r["key"] for r in report["runs"])
-    assert keys == ["sasrec/loo/ss-d16-L1-h1-len10-neg16-batch",
-                    "sasrec/loo/ss-d16-L1-h1-len10-neg16-batch-refit"]
+    assert keys == ["sasrec/loo/ss-d16-L1-h1-len10-neg16-sequence",
+                    "sasrec/loo/ss-d16-L1-h1-len10-neg16-sequence-refit"]
     entry = report["runs"][0]
     assert {"commit", "machine", "seed", "protocol", "metrics", "throughput"} <= set(entry)
     assert (tmp_path / "reports" / "quality" / "README.md").read_text().count("| sasrec/") == 4

@@ -176,3 +176,14 @@ def test_training_step_reduces_loss_and_touches_every_part(tree):
         opt.step()
     assert loss.item() < 0.7 * first.item()
     assert model.rank_w.grad is not None and model.rank_w.grad.abs().sum() > 0
+
+
+def test_beam_narrower_than_k_returns_beam_items(tree, model):
+    task = SeaterTask(model, tree, Sequences.from_lists([[0, 1]]), torch.device("cpu"),
+                      LossConfig(), beam_size=5)
+    hist = Sequences.from_lists([[1, 2, 3], [4]])
+    ranked = task.recommend(hist, 12, hist)
+    assert ranked.shape == (2, 12)
+    assert (ranked[:, :5] >= 0).all() and (ranked[:, 5:] == -1).all()
+    wide = task.recommend(hist, 12, hist, beam_size=20)
+    assert (wide >= 0).all()

@@ -35,10 +35,16 @@ class SASRecParams:
     ff_mult: int = 1
     loss: Loss = "ss"
     n_negatives: int = 256
-    # "batch": one set of negatives shared by every position of a batch (a matmul);
-    # "position": fresh negatives per position as RecTools samples them (a gather whose
-    # backward takes ~75% of a CPU epoch, measured with torch.profiler on Beauty).
-    negatives: Literal["batch", "position"] = "batch"
+    # "batch": one set of negatives shared by every position of a batch (a matmul, but
+    # each item then gets only a few negative updates per epoch); "sequence": each user
+    # row draws its own set, shared by its positions (128x the coverage for a small
+    # gather); "position": fresh negatives per position as RecTools samples them (a
+    # gather whose backward takes ~75% of a CPU epoch, measured with torch.profiler).
+    negatives: Literal["batch", "sequence", "position"] = "sequence"
+    # "scaled": N(0, 1/d) embeddings multiplied by sqrt(d) at the input (original SASRec);
+    # "unit": N(0, 1) embeddings used as they are (RecTools), so item vectors are sqrt(d)
+    # times longer and the softmax over items is sharper from the first step.
+    emb_init: Literal["scaled", "unit"] = "scaled"
 
 
 class SASRec(nn.Module):
@@ -49,9 +55,11 @@ class SASRec(nn.Module):
         self.pad_id = n_items
         self.item_emb = nn.Embedding(n_items + 1, p.d_model, padding_idx=n_items)
         self.encoder = SequenceEncoder(
-            p.d_model, p.n_layers, p.n_heads, p.dropout, p.max_len, causal=True, ff_mult=p.ff_mult
+            p.d_model, p.n_layers, p.n_heads, p.dropout, p.max_len, causal=True,
+            ff_mult=p.ff_mult, scale_input=p.emb_init == "scaled",
         )
-        nn.init.normal_(self.item_emb.weight, std=p.d_model**-0.5)
+        std = p.d_model**-0.5 if p.emb_init == "scaled" else 1.0
+        nn.init.normal_(self.item_emb.weight, std=std)
         with torch.no_grad():
             self.item_emb.weight[self.pad_id].zero_()
 
@@ -69,9 +77,11 @@ class SASRec(nn.Module):
         if target is None:
             return h
         real = target != self.pad_id
+        items = self.item_emb.weight[: self.n_items]
+        if self.p.loss == "ss" and self.p.negatives == "sequence":
+            return self._sequence_sampled_softmax(h, target, real, items)
         h = h[real]  # (P, d)
         pos = target[real]  # (P,)
-        items = self.item_emb.weight[: self.n_items]
         if self.p.loss == "ce":
             return F.cross_entropy(h @ items.T, pos)
         if self.p.loss == "ss":
@@ -93,6 +103,18 @@ class SASRec(nn.Module):
             torch.cat([pos_logit, neg_logit]),
             torch.cat([torch.ones_like(pos_logit), torch.zeros_like(neg_logit)]),
         )
+
+    def _sequence_sampled_softmax(self, h: torch.Tensor, target: torch.Tensor,
+                                  real: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Sampled softmax with one negative set per sequence. Shape: h [B, T, d]."""
+        b = h.shape[0]
+        neg = torch.randint(0, self.n_items, (b, self.p.n_negatives), device=h.device)
+        pos_logit = (h * F.embedding(target.clamp(max=self.n_items - 1), items)).sum(-1)
+        neg_logit = h @ items[neg].transpose(1, 2)  # (B, T, n)
+        neg_logit = neg_logit.masked_fill(neg[:, None, :] == target[:, :, None], float("-inf"))
+        logits = torch.cat([pos_logit[..., None], neg_logit], dim=-1)[real]  # (P, 1 + n)
+        return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long,
+                                                   device=h.device))
 
     @torch.no_grad()
     def user_states(self, seq: torch.Tensor) -> torch.Tensor:

@@ -80,7 +80,7 @@ def sample_negatives(tree: IdTree, targets: np.ndarray, q: int, rng: np.random.G
     b = targets.shape[0]
     items = np.full((b, q), -1, np.int64)
     shared = np.full((b, q), -1, np.int64)
-    for level in range(q):
+    for level in range(min(q, paths.shape[1])):  # a shallow tree offers fewer levels
         ok = depth > level
         anc = np.where(level == 0, tree.root, paths[:, max(level - 1, 0)])
         own = paths[:, level]

@@ -81,9 +81,12 @@ class DecoderLayer(nn.Module):
         Returns [B, W, t', d] with t' = 1 when ``last_only`` (inference needs only the
         newest position, whose keys and values still come from the whole prefix).
         """
+        return self.cross_block(self.self_block(x, last_only), mem_k, mem_v, mem_bias)
+
+    def self_block(self, x: torch.Tensor, last_only: bool) -> torch.Tensor:
+        """Causal self-attention within each row's prefix. Shape: [B, W, t, d] -> [B, W, t', d]."""
         b, w, t, d = x.shape
         h, dh = self.n_heads, d // self.n_heads
-        # --- self-attention within each row's prefix
         xn = self.ln_self(x)
         q, k, v = self.self_qkv(xn).chunk(3, dim=-1)
         if last_only:
@@ -98,14 +101,67 @@ class DecoderLayer(nn.Module):
             causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
             scores = scores.masked_fill(~causal, NEG)
         att = torch.softmax(scores, dim=-1) @ v  # (B, W, h, tq, dh)
-        x = x + self.drop(self.self_out(att.transpose(2, 3).reshape(b, w, tq, d)))
-        # --- cross-attention: every row of request b reads request b's memory
-        qc = self.cross_q(self.ln_cross(x)).reshape(b, w * tq, h, dh).transpose(1, 2)
-        logits = qc @ mem_k.transpose(-1, -2) / math.sqrt(dh)  # (B, h, W*tq, T)
+        return x + self.drop(self.self_out(att.transpose(2, 3).reshape(b, w, tq, d)))
+
+    def attend_prefix_last(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """``self_block(last_only=True)`` over distinct tokens: the inference fast path.
+
+        ``x`` holds each distinct (node, position) token once; ``tokens`` spells every
+        distinct prefix as rows into it, so LayerNorm and the K/V projections run once per
+        token however many prefixes share it, and the query only for the last position.
+        Shape: x [V, d]; tokens int64 [U, t] -> [U, d].
+        """
+        u, t = tokens.shape
+        d = x.shape[-1]
+        h, dh = self.n_heads, d // self.n_heads
+        w_q, w_k, w_v = self.self_qkv.weight.split(d)
+        b_q, b_k, b_v = self.self_qkv.bias.split(d)
+        xn = self.ln_self(x)
+        # F.embedding as a row gather: it exports to Gather (indexing gives GatherND, 5x slower)
+        k = F.embedding(tokens, F.linear(xn, w_k, b_k)).reshape(u, t, h, dh)
+        v = F.embedding(tokens, F.linear(xn, w_v, b_v)).reshape(u, t, h, dh)
+        last = tokens[:, -1]
+        q = F.linear(F.embedding(last, xn), w_q, b_q).reshape(u, 1, h, dh)
+        att = torch.softmax((q * k).sum(-1) / math.sqrt(dh), dim=1)  # (U, t, h)
+        ctx = (att.unsqueeze(-1) * v).sum(1).reshape(u, d)  # (U, d)
+        return F.embedding(last, x) + self.drop(self.self_out(ctx))
+
+    def cross_block(self, x: torch.Tensor, mem_k: torch.Tensor, mem_v: torch.Tensor,
+                    mem_bias: torch.Tensor) -> torch.Tensor:
+        """Cross-attention (every row of request b reads request b's memory), feed-forward.
+
+        Linear layers see 2-D [rows, d] inputs: ONNX Runtime then runs each as one GEMM
+        with the bias fused (on 4-D inputs it adds the bias as a separate pass).
+        Shape: x [B, W, t, d]; mem_k, mem_v [B, H, T, dh]; mem_bias [B, T] -> [B, W, t, d].
+        """
+        b, w, t, d = x.shape
+        h, dh = self.n_heads, d // self.n_heads
+        flat = x.reshape(b * w * t, d)
+        qc = self.cross_q(self.ln_cross(flat)).reshape(b, w * t, h, dh).transpose(1, 2)
+        logits = qc @ mem_k.transpose(-1, -2) / math.sqrt(dh)  # (B, h, W*t, T)
         probs = torch.softmax(logits + mem_bias[:, None, None, :], dim=-1)
-        ctx = (probs @ mem_v).transpose(1, 2).reshape(b, w, tq, d)
-        x = x + self.drop(self.cross_out(ctx))
-        return x + self.drop(self.ff(self.ln_ff(x)))
+        ctx = (probs @ mem_v).transpose(1, 2).reshape(b * w * t, d)
+        flat = flat + self.drop(self.cross_out(ctx))
+        flat = flat + self.drop(self.ff(self.ln_ff(flat)))
+        return flat.reshape(b, w, t, d)
+
+
+def dedupe(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One representative per distinct key: sort, mark run starts, scatter group ids back.
+
+    O(N log N) in the number of keys and independent of the id range, so it costs the
+    same on a 1M-item tree (a scatter into a table indexed by node id would clear
+    n_nodes slots every step; ONNX Runtime's Unique is ~3x slower at 3,200 keys).
+    Shape: keys int64 [N] -> reps int64 [U] (positions in keys, one per distinct key),
+    inverse int64 [N] with keys == keys[reps][inverse].
+    """
+    ordered, order = torch.sort(keys)
+    first = torch.cat([torch.ones(1, dtype=torch.bool, device=keys.device),
+                       ordered[1:] != ordered[:-1]])  # (N,) a new key starts here
+    group = torch.cumsum(first.long(), 0) - 1  # (N,) group id, in sorted order
+    reps = order.index_select(0, torch.nonzero(first)[:, 0])
+    inverse = torch.zeros_like(group).scatter(0, order, group)  # back to input order
+    return reps, inverse
 
 
 class Seater(nn.Module):
@@ -156,6 +212,9 @@ class Seater(nn.Module):
                node_emb: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder states. Shape: prefix int64 [B, W, t] (-1 = padding) -> [B, W, t', d]."""
         table = self.node_emb.weight if node_emb is None else node_emb
+        if last_only and len(self.layers) == 1:
+            h, _, _ = self._decode_last(prefix, mem_k, mem_v, mem_bias, table)
+            return h.reshape(*prefix.shape[:2], 1, -1)
         t = prefix.shape[-1]
         x = F.embedding(prefix.clamp(min=0), table) * math.sqrt(self.p.d_model)
         x = self.dec_drop(x + self.dec_pos(torch.arange(t, device=prefix.device)))
@@ -163,6 +222,35 @@ class Seater(nn.Module):
             last = last_only and i == len(self.layers) - 1
             x = layer(x, mem_k[i], mem_v[i], mem_bias, last)
         return self.ln_out(x)
+
+    def _decode_last(self, prefix: torch.Tensor, mem_k: torch.Tensor, mem_v: torch.Tensor,
+                     mem_bias: torch.Tensor, table: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``decode(last_only=True)`` of a one-layer decoder (the paper's), deduplicated.
+
+        Up to the cross-attention a row's state depends only on its prefix, and a prefix
+        (a root path, no padding) is fixed by its last node: the beams of 64 requests
+        hold 3,200 rows but only the tree's few hundred nodes of that depth. So the
+        embeddings, self-attention and its projections run once per distinct token and
+        prefix; only cross-attention and feed-forward run per row. Same numbers as
+        the general path (tests/training check both against teacher forcing).
+        Shape: prefix [B, W, t] -> states [B*W, d], reps int64 [U] (a row per distinct
+        last node), inverse int64 [B*W] (row -> its distinct last node).
+        """
+        b, w, t = prefix.shape
+        d = self.p.d_model
+        rows = prefix.reshape(b * w, t).clamp(min=0)
+        reps, inverse = dedupe(rows[:, -1])  # (U,), (R,)
+        paths = F.embedding(reps, rows)  # (U, t) one prefix per distinct last node
+        pos = torch.arange(t, device=rows.device).expand(paths.shape[0], t)
+        keys = (paths * t + pos).reshape(-1)  # (U*t,) one key per (node, position)
+        tok_reps, tok_inverse = dedupe(keys)  # (V,), (U*t,)
+        x = F.embedding(paths.reshape(-1).index_select(0, tok_reps), table) * math.sqrt(d)
+        x = self.dec_drop(x + self.dec_pos(pos.reshape(-1).index_select(0, tok_reps)))
+        x = self.layers[0].attend_prefix_last(x, tok_inverse.reshape(-1, t))  # (U, d)
+        x = F.embedding(inverse, x).reshape(b, w, 1, d)  # back to rows
+        x = self.layers[0].cross_block(x, mem_k[0], mem_v[0], mem_bias)
+        return self.ln_out(x.reshape(b * w, d)), paths[:, -1], inverse
 
     def child_logits(self, states: torch.Tensor, nodes: torch.Tensor, children: torch.Tensor,
                      node_emb: torch.Tensor | None = None) -> torch.Tensor:
@@ -183,10 +271,28 @@ class Seater(nn.Module):
         """One beam-search step: log-probs over the children of each row's last node.
 
         This is the graph ``decoder.onnx`` holds. Shape: prefix [B, W, t] -> [B, W, k].
+        Rows are root paths (what the beam search sends); ``-1`` padding is not expected.
         """
-        h = self.decode(prefix, mem_k, mem_v, mem_bias, last_only=True, node_emb=node_emb)
-        logits = self.child_logits(h[:, :, 0], prefix[:, :, -1], children, node_emb)
-        return torch.log_softmax(logits, dim=-1)
+        table = self.node_emb.weight if node_emb is None else node_emb
+        if len(self.layers) != 1:
+            h = self.decode(prefix, mem_k, mem_v, mem_bias, last_only=True, node_emb=table)
+            logits = self.child_logits(h[:, :, 0], prefix[:, :, -1], children, table)
+            return torch.log_softmax(logits, dim=-1)
+        b, w, _ = prefix.shape
+        k = children.shape[1]
+        h, last, inverse = self._decode_last(prefix, mem_k, mem_v, mem_bias, table)
+        # Score only up to the widest used child slot: parents of leaves in a balanced
+        # tree have ~n/k^(L-1) children (3 of 16 on Beauty), the rest is -1 padding.
+        kids = F.embedding(last, children)  # (U, k)
+        used = ((kids >= 0) * torch.arange(1, k + 1, device=kids.device)).amax(dim=(0, 1))
+        width = used.clamp(min=1).item()  # a SymInt when exported: no int()
+        torch._check(width >= 1)
+        torch._check(width <= k)
+        kids = F.embedding(inverse, kids[:, :width])  # (R, width)
+        emb = F.embedding(kids.clamp(min=0), table)  # (R, width, d)
+        logits = (emb @ h.unsqueeze(-1)).squeeze(-1).masked_fill(kids < 0, NEG)
+        logits = F.pad(logits, (0, k - width), value=NEG)  # back to the k slots
+        return torch.log_softmax(logits, dim=-1).reshape(b, w, k)
 
     # ----------------------------------------------------------------- training
     def forward(self, history: torch.Tensor, paths: torch.Tensor, children: torch.Tensor

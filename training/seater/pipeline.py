@@ -100,7 +100,7 @@ def make_tree(cfg: TreeParams, emb: np.ndarray | None, n_items: int) -> tuple[Id
         if not cfg.codes:
             raise ValueError("ids=semantic needs tree.codes: the .npy written by "
                              "`seater index semantic`")
-        tree, rep = from_codes(np.load(cfg.codes))
+        tree, rep = from_codes(np.load(cfg.codes), k=cfg.k)
         if tree.n_items != n_items:
             raise ValueError(f"{cfg.codes} has codes for {tree.n_items} items, need {n_items}")
         return tree, asdict(rep)

@@ -142,15 +142,19 @@ class SeaterTask:
     @torch.no_grad()
     def recommend(self, histories: Sequences, k: int, exclude: Sequences | None,
                   beam_size: int | None = None) -> np.ndarray:
-        """Top-k items by constrained beam search (beam >= k; -1 where fewer exist)."""
-        return self.search(histories, k, exclude, beam_size).items
+        """Top-k items by constrained beam search; a beam narrower than k returns only
+        ``beam`` items, so the columns beyond it are -1 (they never count as hits)."""
+        items = self.search(histories, k, exclude, beam_size).items
+        if items.shape[1] < k:
+            items = np.pad(items, ((0, 0), (0, k - items.shape[1])), constant_values=-1)
+        return items
 
     @torch.no_grad()
     def search(self, histories: Sequences, n: int, exclude: Sequences | None,
                beam_size: int | None = None):
         model = self.model
         model.eval()
-        beam = max(beam_size or self.beam_size, n)
+        beam = beam_size or self.beam_size
         history = torch.from_numpy(self.history_tokens(histories)).to(self.device)
         mem_k, mem_v, bias = model.memory(*model.encode(history))
         children = self.children

@@ -1,0 +1,368 @@
+"""Engine-alone benchmark (no HTTP): SEATER's encoder + constrained beam search vs a dense floor.
+
+    python benchmarks/engine.py [--quick] [--bundle DIR] [--threads 1,2] [--out FILE]
+
+What is measured, per ONNX Runtime intra-op thread count:
+- SEATER (``service.runtime.OnnxEngine``), beam 50, n 10, B = 1 and B = 64 requests:
+  encoder, beam search and end-to-end (encode + search) latency, median and p95 over
+  repeats; every decoder step separately (rows = B x width, prefix length t), and the
+  rest of the search ("bookkeeping": ``indexer.search.beam_search``'s numpy work plus
+  the engine's own re-padding and result shaping).
+- The dense floor, measured interleaved with the B = 64 runs so both see the same
+  machine: ``[64, 64] x [64, n_items]`` float32 scores + top-50 (argpartition + sort)
+  in numpy. The engine's ratio to it is reported.
+- With ``--dense-bundle``, the dense baseline engine (``service.dense.DenseEngine``).
+
+Histories are real: a random Beauty user's sequence cut at a random point (the
+locustfile's rule), mapped through the bundle's ``items.json``. Without ``--bundle`` a
+Beauty-shaped bundle is built once and cached under ``artifacts/bench/`` (needs torch):
+a random d=64 tree over 12,101 items (k=16, fast splitter) and an untrained
+``Seater(SeaterParams())`` (paper sizes) exported with ``training.export.export_bundle``;
+weights do not change the cost. Pass ``--bundle artifacts/<version>`` for a trained one.
+
+Numbers are only meaningful on a quiet machine: the report records the load average
+before and after, and ``timing_valid`` is false when it exceeded ``--max-load``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+PARSER = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+PARSER.add_argument("--quick", action="store_true", help="few repeats: a smoke run")
+PARSER.add_argument("--bundle", help="SEATER bundle directory (default: build a Beauty-shaped one)")
+PARSER.add_argument("--dense-bundle", help="dense baseline bundle directory (optional)")
+PARSER.add_argument("--data", default="data/beauty/interactions.txt")
+PARSER.add_argument("--threads", default="1,2", help="ONNX Runtime intra-op thread counts")
+PARSER.add_argument("--beam", type=int, default=50)
+PARSER.add_argument("--n", type=int, default=10)
+PARSER.add_argument("--blas-threads", default="1",
+                    help="numpy BLAS threads (1: OpenBLAS spin-waiting hurts on shared cores)")
+PARSER.add_argument("--max-load", type=float, default=1.0)
+PARSER.add_argument("--out", default="reports/bench/service-engine.json")
+PARSER.add_argument("--seed", type=int, default=0)
+if __name__ == "__main__":
+    _blas = PARSER.parse_known_args()[0].blas_threads
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, _blas)
+
+import json  # noqa: E402
+import platform  # noqa: E402
+import random  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from indexer.search import beam_search  # noqa: E402
+from service.bundle import load_bundle  # noqa: E402
+from service.runtime import OnnxEngine, RuntimeOptions  # noqa: E402
+
+BEAUTY_ITEMS, D, K = 12_101, 64, 16
+CACHE = ROOT / "artifacts" / "bench"
+
+
+# ------------------------------------------------------------------ setup
+def machine(max_load: float) -> dict[str, Any]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return "unknown"
+
+    import onnxruntime as ort
+
+    cpu = "unknown"
+    if Path("/proc/cpuinfo").is_file():
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
+                 .splitlines() if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    load = os.getloadavg()[0]
+    return {
+        "git_commit": git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(git("status", "--porcelain", "service", "training",
+                                        "indexer", "benchmarks")),
+        "cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+        "python": platform.python_version(), "numpy": np.__version__,
+        "onnxruntime": ort.__version__,
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "load_average_at_start": round(load, 2),
+        "loaded_machine": load > max_load,
+    }
+
+
+def beauty_shape_bundle(seed: int = 0) -> Path:
+    """Build (once) the Beauty-shaped SEATER bundle described in the module docstring."""
+    path = CACHE / f"beauty-shape-seed{seed}"
+    if (path / "manifest.json").is_file():
+        return path
+    import torch
+
+    from indexer import BuildConfig, build_tree
+    from training.export import export_bundle
+    from training.seater.model import Seater, SeaterParams
+
+    torch.set_num_threads(1)
+    x = np.random.default_rng(seed).normal(size=(BEAUTY_ITEMS, D)).astype(np.float32)
+    tree, _ = build_tree(x, BuildConfig(k=K, splitter="fast", seed=seed, progress=False))
+    torch.manual_seed(seed)
+    model = Seater(tree.n_nodes, tree.max_depth, tree.root, SeaterParams()).eval()
+    items = {"ids": [str(i + 1) for i in range(tree.n_items)]}  # Beauty's ids are 1..12101
+    return export_bundle(model, tree, items, CACHE, path.name, "beauty-shape",
+                         extra={"note": "untrained, for timing only"})
+
+
+def dense_shape_bundle(seed: int = 0) -> Path:
+    """Build (once) a dense baseline bundle of Beauty's shape: an untrained SASRec."""
+    path = CACHE / f"beauty-shape-dense-seed{seed}"
+    if (path / "manifest.json").is_file():
+        return path
+    import torch
+
+    from training.sasrec.export import export_sasrec_bundle
+    from training.sasrec.model import SASRec, SASRecParams
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    model = SASRec(BEAUTY_ITEMS, SASRecParams()).eval()
+    items = {"ids": [str(i + 1) for i in range(BEAUTY_ITEMS)]}
+    return export_sasrec_bundle(model, items, CACHE, path.name, "beauty-shape",
+                                extra={"note": "untrained, for timing only"})
+
+
+def read_sequences(path: Path) -> list[list[str]]:
+    """Per-user item sequences from ``user item item ...`` lines (two items at least)."""
+    with path.open(encoding="utf-8") as fh:
+        return [parts[1:] for line in fh if len(parts := line.split()) >= 3]
+
+
+def draw_histories(sequences: list[list[str]], ids: list[str], count: int, seed: int,
+                   max_history: int = 50) -> list[np.ndarray]:
+    """The locustfile's rule: a random user, cut at a random point, as item indices."""
+    index = {item: i for i, item in enumerate(ids)}
+    rng = random.Random(seed)
+    out = []
+    while len(out) < count:
+        seq = rng.choice(sequences)
+        end = rng.randint(1, len(seq) - 1)
+        known = [index[i] for i in seq[max(0, end - max_history):end] if i in index]
+        if known:
+            out.append(np.array(known, np.int64))
+    return out
+
+
+# ------------------------------------------------------------------ timing
+def stats(samples_s: list[float]) -> dict[str, float]:
+    ms = np.asarray(samples_s) * 1e3
+    return {"median_ms": round(float(np.median(ms)), 3),
+            "p95_ms": round(float(np.percentile(ms, 95)), 3), "repeats": len(ms)}
+
+
+class StepClock:
+    """A ``beam_search`` that times every scorer (decoder) call it makes."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[tuple[int, ...], float]] = []
+
+    def __call__(self, tree, scorer, **kwargs):
+        def timed(prefix: np.ndarray) -> np.ndarray:
+            t0 = time.perf_counter()
+            out = scorer(prefix)
+            self.steps.append((prefix.shape, time.perf_counter() - t0))
+            return out
+
+        return beam_search(tree, timed, **kwargs)
+
+
+def dense_floor(n_items: int, rng: np.random.Generator) -> Callable[[], np.ndarray]:
+    """``[64, 64] x [64, n_items]`` scores + top-50 per row, as a brute-force scan does it."""
+    users = rng.standard_normal((64, D)).astype(np.float32)
+    items_t = rng.standard_normal((D, n_items)).astype(np.float32)
+
+    def run() -> np.ndarray:
+        scores = users @ items_t
+        top = np.argpartition(-scores, 49, axis=1)[:, :50]
+        order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1)
+        return np.take_along_axis(top, order, 1)
+
+    return run
+
+
+def bench_seater(engine: OnnxEngine, clock: StepClock, histories: list[np.ndarray], batch: int,
+                 reps: int, n: int, beam: int, floor: Callable[[], Any] | None) -> dict:
+    """Encode + search ``reps`` batches of ``batch`` histories; optional interleaved floor."""
+    encode_s, search_s, total_s, floor_s, steps = [], [], [], [], []
+    book_s = []
+    ns, beams = np.full(batch, n), np.full(batch, beam)
+    for r in range(reps + 1):  # the first round warms up and is dropped
+        hist = [histories[(r * batch + b) % len(histories)] for b in range(batch)]
+        clock.steps.clear()
+        t0 = time.perf_counter()
+        states = engine.encode(hist)
+        t1 = time.perf_counter()
+        engine.search(states, ns, beams, hist)
+        t2 = time.perf_counter()
+        f = None
+        if floor is not None:
+            f0 = time.perf_counter()
+            floor()
+            f = time.perf_counter() - f0
+        if r == 0:
+            continue
+        encode_s.append(t1 - t0)
+        search_s.append(t2 - t1)
+        total_s.append(t2 - t0)
+        steps.append(list(clock.steps))
+        book_s.append((t2 - t1) - sum(s for _, s in clock.steps))
+        if f is not None:
+            floor_s.append(f)
+    per_step = []
+    for i in range(max(len(s) for s in steps)):
+        at = [s[i] for s in steps if len(s) > i]
+        shape = at[0][0]
+        per_step.append({"step": i + 1, "prefix_t": int(shape[2]),
+                         "rows": int(shape[0] * shape[1]), **stats([s for _, s in at])})
+    out = {"batch": batch, "beam": beam, "n": n, "encode": stats(encode_s),
+           "search": stats(search_s), "end_to_end": stats(total_s),
+           "decoder_steps": per_step, "bookkeeping": stats(book_s)}
+    if floor_s:
+        out["dense_floor"] = stats(floor_s)
+    return out
+
+
+def profile_bookkeeping(tree, histories: list[np.ndarray], batch: int, beam: int, n: int,
+                        reps: int, seed: int) -> dict[str, Any]:
+    """``indexer.search.beam_search`` alone, with a free scorer: what its numpy costs.
+
+    The scorer returns precomputed log-probs (one table per step shape), so all time is
+    the search's own; cProfile then splits it by function (``tottime`` per search).
+    """
+    import cProfile
+    import pstats
+
+    rng = np.random.default_rng(seed)
+    tables: dict[tuple[int, ...], np.ndarray] = {}
+
+    def scorer(prefix: np.ndarray) -> np.ndarray:
+        shape = (*prefix.shape[:2], tree.k)
+        if shape not in tables:
+            x = rng.standard_normal(shape).astype(np.float32)
+            tables[shape] = x - np.log(np.exp(x).sum(-1, keepdims=True))
+        return tables[shape]
+
+    hist = [histories[b % len(histories)] for b in range(batch)]
+
+    def search() -> None:
+        beam_search(tree, scorer, batch_size=batch, beam_size=beam, n=n, exclude=hist)
+
+    search()
+    plain = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        search()
+        plain.append(time.perf_counter() - t0)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(reps):
+        search()
+    prof.disable()
+    rows = sorted(pstats.Stats(prof).stats.items(), key=lambda kv: -kv[1][2])[:10]
+    return {"batch": batch, "search_without_scorer": stats(plain),
+            "top_functions_under_cprofile": [
+                {"function": f"{Path(f).name}:{line}({name})",
+                 "tottime_ms_per_search": round(tt / reps * 1e3, 3), "calls_per_search": nc / reps}
+                for (f, line, name), (_, nc, tt, _, _) in rows]}
+
+
+def bench_dense(engine, histories: list[np.ndarray], batch: int, reps: int, n: int) -> dict:
+    total_s, encode_s = [], []
+    ns = np.full(batch, n)
+    for r in range(reps + 1):
+        hist = [histories[(r * batch + b) % len(histories)] for b in range(batch)]
+        t0 = time.perf_counter()
+        states = engine.encode(hist)
+        t1 = time.perf_counter()
+        engine.search(states, ns, ns, hist)
+        if r:
+            encode_s.append(t1 - t0)
+            total_s.append(time.perf_counter() - t0)
+    return {"batch": batch, "n": n, "encode": stats(encode_s), "end_to_end": stats(total_s)}
+
+
+def run_engine_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything in the module docstring; returns the report's ``engine`` section."""
+    bundle_dir = Path(args.bundle) if args.bundle else beauty_shape_bundle(args.seed)
+    bundle = load_bundle(bundle_dir)
+    histories = draw_histories(read_sequences(ROOT / args.data), bundle.catalog.ids, 4096,
+                               args.seed, bundle.max_history)
+    lengths = np.array([len(h) for h in histories])
+    reps = {1: 20, 64: 5} if args.quick else {1: 300, 64: 60}
+    rng = np.random.default_rng(args.seed)
+    floor = dense_floor(bundle.tree.n_items, rng)
+    report: dict[str, Any] = {
+        "bundle": {"path": str(bundle_dir), "version": bundle.version,
+                   "dataset": bundle.manifest.dataset, "tree": bundle.manifest.tree,
+                   "config": bundle.manifest.config},
+        "histories": {"source": args.data, "count": len(histories),
+                      "mean_length": round(float(lengths.mean()), 2),
+                      "median_length": float(np.median(lengths))},
+        "dense_floor_definition": f"[64,{D}] x [{D},{bundle.tree.n_items}] float32 matmul + "
+                                  "top-50 (argpartition + argsort) per row, numpy",
+        "by_threads": {},
+    }
+    for threads in [int(t) for t in args.threads.split(",")]:
+        clock = StepClock()
+        options = RuntimeOptions("cpu", intra_op_threads=threads, allow_spinning=True)
+        engine = OnnxEngine(bundle, options, clock)  # alone on the machine: let threads spin
+        row = {}
+        for batch in (1, 64):
+            row[f"B={batch}"] = bench_seater(engine, clock, histories, batch, reps[batch],
+                                             args.n, args.beam, floor if batch == 64 else None)
+            e2e = row[f"B={batch}"]["end_to_end"]
+            print(f"threads={threads} B={batch:>2}: end-to-end median {e2e['median_ms']:.2f} ms"
+                  f" p95 {e2e['p95_ms']:.2f} ms (load {os.getloadavg()[0]:.1f})", flush=True)
+        b64 = row["B=64"]
+        row["ratio_B64_end_to_end_over_dense_floor"] = round(
+            b64["end_to_end"]["median_ms"] / b64["dense_floor"]["median_ms"], 2)
+        row["targets"] = {
+            "B=1_end_to_end_le_3ms": row["B=1"]["end_to_end"]["median_ms"] <= 3.0,
+            "B=64_end_to_end_le_30ms": b64["end_to_end"]["median_ms"] <= 30.0,
+        }
+        report["by_threads"][str(threads)] = row
+        engine.close()
+    report["bookkeeping_profile"] = profile_bookkeeping(
+        bundle.tree, histories, 64, args.beam, args.n, 5 if args.quick else 30, args.seed)
+    if args.dense_bundle:
+        from service.dense import DenseEngine, load_dense_bundle
+
+        dense = DenseEngine(load_dense_bundle(args.dense_bundle), RuntimeOptions("cpu"))
+        report["dense_engine"] = {
+            "bundle": str(args.dense_bundle),
+            **{f"B={b}": bench_dense(dense, histories, b, reps[b], args.n) for b in (1, 64)}}
+    return report
+
+
+def main() -> None:
+    args = PARSER.parse_args()
+    report = {"machine": machine(args.max_load), "quick": args.quick,
+              "settings": {k: v for k, v in vars(args).items() if k != "out"}}
+    report["engine"] = run_engine_benchmarks(args)
+    load = os.getloadavg()[0]
+    report["machine"]["load_average_at_end"] = round(load, 2)
+    report["timing_valid"] = not report["machine"]["loaded_machine"] and load <= args.max_load
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Service benchmark: the engine alone, then HTTP end to end under locust, SEATER vs dense.
+
+    python benchmarks/service.py [--quick] [--bundle DIR] [--dense-bundle DIR]
+                                 [--out reports/bench/service.json]
+
+(a) Engine alone: ``benchmarks/engine.py`` (per-step and end-to-end latency at beam 50,
+    B = 1 and 64, the dense floor measured interleaved, the ratio).
+(b) HTTP: ``python -m service`` (uvicorn, one worker process) on this machine, driven by
+    ``loadtests/locustfile.py`` headless (n = 10, beam 50, histories from
+    data/beauty/interactions.txt: a random user cut at a random point), in three
+    configurations on the same stack:
+      seater          micro-batching on  (SEATER_MAX_BATCH_SIZE=64, 2 ms max wait)
+      seater_batch1   micro-batching off (SEATER_MAX_BATCH_SIZE=1)
+      dense           the SASRec brute-force baseline bundle, micro-batching on
+    each at several closed-loop user counts; every point records throughput, p50/p95/p99,
+    failures, and the CPU seconds the server and locust used. The summary takes, per
+    configuration, the highest throughput whose p99 <= 50 ms, and the ratios the issue
+    asks for (batching / batch-1 >= 3x; >= 500 retrievals/s at p99 <= 50 ms).
+
+Load generation shares the machine with the server, so it must stay cheap: one locust
+process (``FastHttpUser``: gevent + a C HTTP client, ~1-2k requests/s per core) and no
+``--processes``, since extra locust workers would only take cores from the server at
+these rates; locust's CPU share is reported so a saturated load generator shows. The
+encoder-state cache is off (``SEATER_CACHE_ENABLED=false``) so every request pays its
+encoder and decoder, and logging is at WARNING (the per-request access log is INFO).
+
+Only meaningful on a quiet machine: load averages are recorded and ``timing_valid`` is
+false when the machine was busy before the run (``--max-load``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+# BLAS threads must be pinned before numpy loads (benchmarks/engine.py explains why).
+_PRE = argparse.ArgumentParser(add_help=False)
+_PRE.add_argument("--blas-threads", default="1")
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, _PRE.parse_known_args()[0].blas_threads)
+
+import csv  # noqa: E402
+import json  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# The repository root first: this file's own folder (sys.path[0] when run as a script)
+# holds a ``service.py`` that would shadow the ``service`` package.
+sys.path.insert(0, str(ROOT))
+from benchmarks import engine as engine_bench  # noqa: E402
+
+PARSER = engine_bench.PARSER
+PARSER.description = __doc__.split("\n")[0]
+PARSER.set_defaults(out="reports/bench/service.json")
+PARSER.add_argument("--users", default="8,16,32,64,128",
+                    help="closed-loop locust users per point (quick: the first two)")
+PARSER.add_argument("--duration", type=int, default=30, help="seconds per point (quick: 8)")
+PARSER.add_argument("--server-threads", type=int, default=0,
+                    help="SEATER_INTRA_OP_THREADS for the server (0: one per core)")
+PARSER.add_argument("--spinning", action="store_true",
+                    help="let ORT threads busy-wait (off by default: locust shares the CPU)")
+PARSER.add_argument("--max-wait-ms", type=float, default=2.0)
+PARSER.add_argument("--skip-engine", action="store_true")
+PARSER.add_argument("--skip-http", action="store_true")
+P99_TARGET_MS = 50.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (0 where /proc is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class Server:
+    """``python -m service`` in a subprocess, ready when /v2/health/ready says so."""
+
+    def __init__(self, bundle: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full = {**os.environ, **env, "SEATER_LOG_LEVEL": "WARNING", "SEATER_LOG_JSON": "true",
+                "SEATER_CACHE_ENABLED": "false", "REDIS_URL": ""}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "--artifacts", str(bundle), "--port",
+             str(self.port)], cwd=ROOT, env=full, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited: {self.proc.stderr.read()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("service did not become ready in 120 s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def locust_point(url: str, users: int, seconds: int, args, server_pid: int) -> dict[str, Any]:
+    """One headless locust run; stats after spawning completes (``--reset-stats``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = Path(tmp) / "run"
+        env = {**os.environ, "SEATER_LOADTEST_DATA": str(ROOT / args.data),
+               "SEATER_LOADTEST_N": str(args.n), "SEATER_LOADTEST_BEAM": str(args.beam),
+               "SEATER_LOADTEST_SEED": str(args.seed)}
+        _children_cpu()  # baseline: CPU of children reaped so far
+        server_cpu0, load0, t0 = cpu_seconds(server_pid), os.getloadavg()[0], time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"),
+             "--headless", "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
+             "--host", url, "--csv", str(prefix), "--only-summary", "--reset-stats",
+             "--loglevel", "WARNING", "--stop-timeout", "5"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _, err = proc.communicate(timeout=seconds + 120)
+        wall = time.monotonic() - t0
+        locust_cpu = _children_cpu()
+        server_cpu = cpu_seconds(server_pid) - server_cpu0
+        with Path(f"{prefix}_stats.csv").open() as fh:
+            rows = list(csv.DictReader(fh))
+    agg = next((r for r in rows if r["Name"] == "Aggregated"), None)
+    if agg is None or int(agg["Request Count"]) == 0:
+        raise RuntimeError(f"locust produced no requests: {err[-2000:]}")
+    return {
+        "users": users, "seconds": seconds,
+        "requests": int(agg["Request Count"]), "failures": int(agg["Failure Count"]),
+        "throughput_rps": round(float(agg["Requests/s"]), 1),
+        "p50_ms": float(agg["50%"]), "p95_ms": float(agg["95%"]), "p99_ms": float(agg["99%"]),
+        "mean_ms": round(float(agg["Average Response Time"]), 2),
+        "server_cpu_share": round(server_cpu / wall, 2),
+        "locust_cpu_share": round(locust_cpu / wall, 2),
+        "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)],
+    }
+
+
+_CHILD_CPU = [0.0]
+
+
+def _children_cpu() -> float:
+    """CPU seconds of reaped children since the last call (the locust run just waited on)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = ru.ru_utime + ru.ru_stime
+    delta, _CHILD_CPU[0] = total - _CHILD_CPU[0], total
+    return round(delta, 2)
+
+
+def best_under_target(points: list[dict]) -> dict | None:
+    ok = [p for p in points if p["p99_ms"] <= P99_TARGET_MS and p["failures"] == 0]
+    return max(ok, key=lambda p: p["throughput_rps"]) if ok else None
+
+
+def run_http(args, bundle: Path, dense_bundle: Path) -> dict[str, Any]:
+    users = [int(u) for u in args.users.split(",")]
+    if args.quick:
+        users, args.duration = users[:2], min(args.duration, 8)
+    common = {"SEATER_INTRA_OP_THREADS": str(args.server_threads),
+              "SEATER_ALLOW_SPINNING": "true" if args.spinning else "false",
+              "SEATER_MAX_WAIT_MS": str(args.max_wait_ms), "SEATER_PROVIDERS": "cpu"}
+    configs = {
+        "seater": (bundle, {"SEATER_MAX_BATCH_SIZE": "64"}),
+        "seater_batch1": (bundle, {"SEATER_MAX_BATCH_SIZE": "1"}),
+        "dense": (dense_bundle, {"SEATER_MAX_BATCH_SIZE": "64"}),
+    }
+    out: dict[str, Any] = {"settings": {**common, "users": users, "seconds": args.duration,
+                                        "n": args.n, "beam": args.beam,
+                                        "locust": "1 process, FastHttpUser, closed loop"}}
+    for name, (path, env) in configs.items():
+        server = Server(path, {**common, **env})
+        try:
+            points = []
+            for u in users:
+                point = locust_point(server.url, u, args.duration, args, server.proc.pid)
+                points.append(point)
+                print(f"http {name:14s} users={u:>4}: {point['throughput_rps']:7.1f} rps  "
+                      f"p50 {point['p50_ms']:.0f}  p95 {point['p95_ms']:.0f}  "
+                      f"p99 {point['p99_ms']:.0f} ms  fail {point['failures']}  "
+                      f"(server cpu {point['server_cpu_share']}, locust cpu "
+                      f"{point['locust_cpu_share']}, load {point['load_average']})", flush=True)
+        finally:
+            server.stop()
+        out[name] = {"bundle": str(path), "env": env, "points": points,
+                     "best_at_p99_le_50ms": best_under_target(points)}
+    best = {name: (out[name]["best_at_p99_le_50ms"] or {}).get("throughput_rps")
+            for name in configs}
+    peak = {name: max(p["throughput_rps"] for p in out[name]["points"]) for name in configs}
+    out["summary"] = {
+        "throughput_rps_at_p99_le_50ms": best,
+        "peak_throughput_rps_any_latency": peak,
+        "peak_batching_over_batch1": _ratio(peak["seater"], peak["seater_batch1"]),
+        "batching_over_batch1": _ratio(best["seater"], best["seater_batch1"]),
+        "seater_over_dense": _ratio(best["seater"], best["dense"]),
+        "target_batching_3x": (_ratio(best["seater"], best["seater_batch1"]) or 0) >= 3.0,
+        "target_500_rps_p99_50ms": (best["seater"] or 0) >= 500,
+    }
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def main() -> None:
+    args = PARSER.parse_args()
+    report: dict[str, Any] = {"machine": engine_bench.machine(args.max_load), "quick": args.quick,
+                              "settings": {k: v for k, v in vars(args).items() if k != "out"},
+                              "dataset": "beauty (histories from data/beauty/interactions.txt)"}
+    bundle = Path(args.bundle) if args.bundle else engine_bench.beauty_shape_bundle(args.seed)
+    dense = (Path(args.dense_bundle) if args.dense_bundle
+             else engine_bench.dense_shape_bundle(args.seed))
+    args.bundle, args.dense_bundle = str(bundle), str(dense)
+    if not args.skip_engine:
+        report["engine"] = engine_bench.run_engine_benchmarks(args)
+    if not args.skip_http:
+        report["http"] = run_http(args, bundle, dense)
+    end_load = os.getloadavg()[0]
+    report["machine"]["load_average_at_end"] = round(end_load, 2)
+    report["timing_valid"] = not report["machine"]["loaded_machine"]
+    if not report["timing_valid"]:
+        print(f"WARNING: load average was {report['machine']['load_average_at_start']} at the "
+              "start: these timings are from a loaded machine", flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""HTTP transport: thin routes over the data plane, and their dependencies."""

@@ -1,0 +1,34 @@
+"""``GET /v1/model``: what is being served, on which device, under which limits."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from fastapi import APIRouter
+
+from service.api.deps import CacheDep, HolderDep, SettingsDep
+from service.schemas import ErrorResponse, ModelResponse
+
+router = APIRouter(tags=["model"])
+
+
+@router.get(
+    "/v1/model",
+    response_model=ModelResponse,
+    responses={503: {"model": ErrorResponse, "description": "No model loaded."}},
+)
+async def model_info(holder: HolderDep, settings: SettingsDep, cache: CacheDep) -> ModelResponse:
+    info = asdict(holder.require().info)
+    info.pop("bundle_path", None)  # do not leak server paths to clients
+    limits = {
+        "max_history_length": settings.max_history_length,
+        "max_n": settings.max_n,
+        "max_beam": settings.max_beam,
+        "default_beam": settings.default_beam,
+        "max_exclude": settings.max_exclude,
+        "max_body_bytes": settings.max_body_bytes,
+        "max_batch_size": settings.max_batch_size,
+        "max_wait_ms": settings.max_wait_ms,
+        "strict_ids": settings.strict_ids,
+    }
+    return ModelResponse(**info, limits=limits, cache_backend=cache.backend)

@@ -1,0 +1,106 @@
+"""The app factory and its lifespan: nothing is built at import time.
+
+``create_app(settings, engine_loader=...)`` wires routes, error mapping and middleware;
+the lifespan builds the model holder (loading the bundle), the cache client and the
+micro-batcher on ``app.state`` and closes them in reverse order after uvicorn has let
+in-flight requests finish. Tests inject a fake ``engine_loader``; production uses
+:func:`service.runtime.load_engine`. ``factory()`` is the uvicorn ``--factory`` entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from service.api.routes import admin, health, model, retrieve
+from service.api.routes import metrics as metrics_routes
+from service.batcher import MicroBatcher
+from service.cache import build_cache
+from service.engine import Engine
+from service.errors import install_error_handlers
+from service.holder import EngineLoader, ModelHolder
+from service.logs import configure_logging
+from service.metrics import ServiceMetrics
+from service.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from service.retrieval import Retriever
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def onnx_loader(path: Path, settings: Settings) -> Engine:
+    """Default loader: the ONNX Runtime engine (imported here so tests need no bundle)."""
+    from service.runtime import load_engine
+
+    return load_engine(path, settings)
+
+
+def create_app(
+    settings: Settings | None = None, engine_loader: EngineLoader | None = None
+) -> FastAPI:
+    """Build one service instance. ``settings`` default: read from the environment."""
+    settings = settings or Settings()
+    loader = engine_loader or onnx_loader
+    metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        holder = ModelHolder(loader, settings, metrics)
+        cache = build_cache(settings, metrics)
+        batcher = MicroBatcher(
+            cache,
+            metrics,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_wait_ms / 1000.0,
+            queue_size=settings.queue_size,
+            workers=settings.batch_workers,
+            retry_after_s=settings.retry_after_s,
+            cache_prefix=settings.cache_prefix,
+        )
+        app.state.holder = holder
+        app.state.cache = cache
+        app.state.batcher = batcher
+        app.state.retriever = Retriever(holder, batcher, settings)
+        try:
+            if settings.artifacts is not None:
+                await holder.load()
+            else:
+                log.warning("SEATER_ARTIFACTS is not set: not ready until a reload loads a model")
+            batcher.start()
+            log.info("service started (cache: %s)", cache.backend)
+            yield
+        finally:
+            await batcher.close(settings.drain_timeout_s)
+            await cache.close()
+            holder.close()
+            log.info("service stopped")
+
+    app = FastAPI(
+        title="SEATER retrieval",
+        version="1",
+        description="Generative retrieval: top-n items for a user history by constrained "
+        "beam search over a balanced tree of item IDs.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    for router in (retrieve.router, model.router, health.router, metrics_routes.router):
+        app.include_router(router)
+    if settings.reload_enabled:
+        app.include_router(admin.router)
+    # Added last = outermost: the request id is set before the body limit can answer.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    return app
+
+
+def factory() -> FastAPI:
+    """``uvicorn --factory service.app:factory``: settings from env, logging configured."""
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return create_app(settings)

@@ -1,0 +1,110 @@
+"""The retrieval data plane: validate a request against the model, batch it, shape the answer.
+
+Transport-free (no FastAPI here): routes call :meth:`Retriever.retrieve`, which raises
+domain errors from :mod:`service.errors`. Per-request limits configured in settings are
+checked here because the schema's static bounds are the hard caps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from service.batcher import MicroBatcher
+from service.engine import Engine
+from service.errors import InvalidInput, UnknownItems
+from service.holder import ModelHolder
+from service.schemas import RetrievedItem, RetrieveRequest, RetrieveResponse
+from service.settings import Settings
+
+_MAX_NAMED = 20  # unknown ids named in one error message
+
+
+def _limit(loc: str, value: int, limit: int, what: str) -> dict[str, str] | None:
+    if value <= limit:
+        return None
+    return {"loc": loc, "msg": f"{what} is {value}, the limit is {limit}", "type": "limit"}
+
+
+class Retriever:
+    """Turns a :class:`RetrieveRequest` into a :class:`RetrieveResponse`."""
+
+    def __init__(self, holder: ModelHolder, batcher: MicroBatcher, settings: Settings) -> None:
+        self.holder = holder
+        self.batcher = batcher
+        self.settings = settings
+
+    def _check_limits(self, req: RetrieveRequest, beam: int) -> None:
+        s = self.settings
+        problems = [
+            p
+            for p in (
+                _limit("body.history", len(req.history), s.max_history_length, "history length"),
+                _limit("body.n", req.n, s.max_n, "n"),
+                _limit("body.beam_size", beam, s.max_beam, "beam_size"),
+                _limit("body.exclude", len(req.exclude), s.max_exclude, "exclude length"),
+            )
+            if p is not None
+        ]
+        if problems:
+            raise InvalidInput(
+                "request exceeds the service limits: "
+                + "; ".join(f"{p['loc']}: {p['msg']}" for p in problems),
+                details=problems,
+            )
+
+    def _indices(
+        self, engine: Engine, ids: Sequence[str], loc: str
+    ) -> tuple[np.ndarray, list[str]]:
+        """Known item indices (order kept) and the unknown ids (strict mode: 422)."""
+        idx = engine.catalog.lookup(ids)
+        unknown = [ids[i] for i in np.flatnonzero(idx < 0)]
+        if unknown and self.settings.strict_ids:
+            named = ", ".join(repr(u) for u in unknown[:_MAX_NAMED])
+            more = f" and {len(unknown) - _MAX_NAMED} more" if len(unknown) > _MAX_NAMED else ""
+            raise UnknownItems(
+                f"{loc} has {len(unknown)} item id(s) unknown to model {engine.version}: "
+                f"{named}{more}; remove them or ask for SEATER_STRICT_IDS=false",
+                details=[
+                    {"loc": loc, "msg": f"unknown item id {u!r}", "type": "unknown_item"}
+                    for u in unknown[:_MAX_NAMED]
+                ],
+            )
+        return idx[idx >= 0], unknown
+
+    async def retrieve(self, req: RetrieveRequest) -> RetrieveResponse:
+        engine = self.holder.require()
+        beam = req.beam_size or max(self.settings.default_beam, req.n)
+        self._check_limits(req, beam)
+        history, unknown = self._indices(engine, req.history, "body.history")
+        excluded, unknown_excl = self._indices(engine, req.exclude, "body.exclude")
+        if history.size == 0:
+            raise InvalidInput(
+                f"none of the {len(req.history)} history ids is known to model "
+                f"{engine.version}; send ids from the catalog (see GET /v1/model)",
+                details=[{"loc": "body.history", "msg": "no known ids", "type": "unknown_item"}],
+            )
+        truncated = history[-engine.info.max_history :]
+        if req.exclude_seen:
+            excluded = np.concatenate([excluded, history])
+        excluded = np.unique(excluded)
+        result = await self.batcher.submit(engine, truncated, req.n, beam, excluded)
+        hit = result.hit
+        catalog = engine.catalog
+        items = [
+            RetrievedItem(
+                id=catalog.external_id(int(i)),
+                score=float(score),
+                code=[int(c) for c in code if c >= 0],
+                title=catalog.title(int(i)),
+            )
+            for i, score, code in zip(hit.items, hit.scores, hit.codes, strict=True)
+        ]
+        return RetrieveResponse(
+            items=items,
+            model_version=engine.version,
+            cached=result.cached,
+            history_used=int(truncated.size),
+            unknown_ids=unknown + unknown_excl,
+        )

@@ -1,0 +1,235 @@
+"""POST /retrieve over HTTP against the app (fake engine): answers, limits, errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from tests.service.conftest import metric, running
+from tests.service.fakes import FakeEngine, FakeLoader, external_id
+
+pytestmark = pytest.mark.anyio
+
+HISTORY = [external_id(i) for i in (5, 17, 42, 99)]
+
+
+def expected_ids(history: list[int], n: int, beam: int = 50, exclude: set[int] = frozenset()):
+    """What the fake model must return, computed without the service."""
+    scores = FakeEngine().scores(np.array(history))
+    scores[min(4 * beam, len(scores)) :] = -np.inf
+    scores[list(exclude)] = -np.inf
+    order = [i for i in np.argsort(-scores, kind="stable")[:n] if np.isfinite(scores[i])]
+    return [external_id(i) for i in order]
+
+
+async def test_top_n_matches_the_model_and_is_well_formed(make_settings):
+    async with running(make_settings()) as client:
+        r = await client.post("/retrieve", json={"history": HISTORY, "n": 7})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [item["id"] for item in body["items"]] == expected_ids(
+        [5, 17, 42, 99], 7, exclude={5, 17, 42, 99}
+    )
+    scores = [item["score"] for item in body["items"]]
+    assert scores == sorted(scores, reverse=True) and all(s < 0 for s in scores)
+    depth = FakeEngine().depth
+    assert all(len(item["code"]) == depth for item in body["items"])
+    assert body["model_version"] == "v1"
+    assert body["cached"] is False and body["history_used"] == 4 and body["unknown_ids"] == []
+    assert len(r.headers["x-request-id"]) == 32
+
+
+async def test_request_id_is_echoed_when_sane_and_replaced_when_not(make_settings):
+    async with running(make_settings()) as client:
+        ok = await client.get("/v2/health/live", headers={"X-Request-ID": "abc-123"})
+        bad = await client.get("/v2/health/live", headers={"X-Request-ID": "x" * 500})
+    assert ok.headers["x-request-id"] == "abc-123"
+    assert bad.headers["x-request-id"] != "x" * 500
+
+
+async def test_repeat_request_hits_the_lru_cache_with_the_same_answer(make_settings):
+    async with running(make_settings()) as client:
+        first = await client.post("/retrieve", json={"history": HISTORY, "n": 5})
+        second = await client.post("/retrieve", json={"history": HISTORY, "n": 5})
+        assert metric(client, "seater_cache_hits_total") == 1
+        assert metric(client, "seater_cache_misses_total") == 1
+        assert client.app.state.cache.backend == "lru"
+    assert (first.json()["cached"], second.json()["cached"]) == (False, True)
+    assert first.json()["items"] == second.json()["items"]
+
+
+async def test_exclusions_are_honoured(make_settings):
+    async with running(make_settings(max_n=300, max_beam=300)) as client:
+        base = (await client.post("/retrieve", json={"history": HISTORY, "n": 5})).json()
+        top = [item["id"] for item in base["items"]]
+        r = await client.post("/retrieve", json={"history": HISTORY, "n": 5, "exclude": top[:2]})
+        seen = await client.post("/retrieve", json={"history": HISTORY, "n": 300, "beam_size": 300})
+        unseen = await client.post(
+            "/retrieve",
+            json={"history": HISTORY, "n": 300, "beam_size": 300, "exclude_seen": False},
+        )
+    ids = [item["id"] for item in r.json()["items"]]
+    assert not set(ids) & set(top[:2]) and ids[:3] == top[2:5]
+    assert not set(HISTORY) & {item["id"] for item in seen.json()["items"]}
+    assert set(HISTORY) <= {item["id"] for item in unseen.json()["items"]}
+
+
+async def test_long_history_is_truncated_to_the_most_recent_items(make_settings):
+    long = [external_id(i) for i in range(60)]  # fake max_history = 20
+    async with running(make_settings()) as client:
+        r = await client.post("/retrieve", json={"history": long, "n": 5, "exclude_seen": False})
+        tail = await client.post(
+            "/retrieve", json={"history": long[-20:], "n": 5, "exclude_seen": False}
+        )
+    assert r.json()["history_used"] == 20
+    assert r.json()["items"] == tail.json()["items"]
+
+
+async def test_unknown_ids_are_dropped_and_reported_when_not_strict(make_settings):
+    async with running(make_settings()) as client:
+        r = await client.post(
+            "/retrieve", json={"history": ["nope", *HISTORY], "n": 3, "exclude": ["gone"]}
+        )
+        plain = await client.post("/retrieve", json={"history": HISTORY, "n": 3})
+    assert r.status_code == 200
+    assert r.json()["unknown_ids"] == ["nope", "gone"]
+    assert r.json()["items"] == plain.json()["items"]
+
+
+async def test_unknown_ids_are_named_in_a_422_when_strict(make_settings):
+    async with running(make_settings(strict_ids=True)) as client:
+        r = await client.post("/retrieve", json={"history": ["nope", *HISTORY, "zilch"]})
+    assert r.status_code == 422
+    body = r.json()
+    assert body["code"] == "unknown_items"
+    assert "'nope'" in body["message"] and "'zilch'" in body["message"]
+    assert body["request_id"] == r.headers["x-request-id"]
+
+
+async def test_history_of_only_unknown_ids_is_a_422(make_settings):
+    async with running(make_settings()) as client:
+        r = await client.post("/retrieve", json={"history": ["a", "b"]})
+    assert r.status_code == 422 and "none of the 2 history ids" in r.json()["message"]
+
+
+MALFORMED = [
+    ({}, "body.history: Field required"),
+    ({"history": []}, "body.history: List should have at least 1 item"),
+    ({"history": "1005"}, "body.history: Input should be a valid list"),
+    ({"history": [1005]}, "body.history.0: Input should be a valid string"),
+    ({"history": [""]}, "body.history.0: String should have at least 1 character"),
+    ({"history": HISTORY, "n": 0}, "body.n: Input should be greater than or equal to 1"),
+    ({"history": HISTORY, "n": "ten"}, "body.n: Input should be a valid integer"),
+    ({"history": HISTORY, "n": 20, "beam_size": 10}, "n (20) must not exceed beam_size (10)"),
+    ({"history": HISTORY, "beam": 10}, "body.beam: Extra inputs are not permitted"),
+    ({"history": HISTORY, "exclude_seen": "maybe"}, "body.exclude_seen: Input should be a valid"),
+    ([1, 2], "body: Input should be a valid dictionary"),
+]
+
+
+@pytest.mark.parametrize(("payload", "message"), MALFORMED)
+async def test_malformed_bodies_are_422_with_a_message_saying_what_to_fix(
+    make_settings, payload, message
+):
+    async with running(make_settings()) as client:
+        r = await client.post("/retrieve", json=payload)
+    assert r.status_code == 422, r.text
+    assert message in r.json()["message"], r.json()["message"]
+    assert r.json()["details"]
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b'{"history": [', "application/json"),
+        (b"\xc2\x88f\xff", "application/json"),  # not UTF-8
+        (b"history=1", "text/plain"),
+        (b"", None),
+    ],
+)
+async def test_non_json_bodies_are_4xx_not_5xx(make_settings, content, content_type):
+    headers = {"content-type": content_type} if content_type else {}
+    async with running(make_settings()) as client:
+        r = await client.post("/retrieve", content=content, headers=headers)
+    assert 400 <= r.status_code < 500, r.text
+    assert r.json()["message"]
+
+
+async def test_configured_limits_are_enforced_with_the_limit_in_the_message(make_settings):
+    settings = make_settings(max_n=20, max_beam=40, default_beam=30, max_history_length=8)
+    async with running(settings) as client:
+        too_many = await client.post("/retrieve", json={"history": HISTORY, "n": 25})
+        too_wide = await client.post("/retrieve", json={"history": HISTORY, "beam_size": 41})
+        too_long = await client.post("/retrieve", json={"history": HISTORY * 3})
+    assert too_many.status_code == 422 and "n is 25, the limit is 20" in too_many.text
+    assert too_wide.status_code == 422 and "beam_size is 41, the limit is 40" in too_wide.text
+    assert too_long.status_code == 422 and "history length is 12, the limit is 8" in too_long.text
+
+
+async def test_oversize_body_is_413_by_content_length_and_when_chunked(make_settings):
+    big = {"history": [external_id(1)] * 2000}
+    async with running(make_settings(max_body_bytes=4096)) as client:
+        declared = await client.post("/retrieve", json=big)
+
+        async def chunks():
+            for _ in range(10):
+                yield b" " * 1000
+
+        chunked = await client.post(
+            "/retrieve", content=chunks(), headers={"content-type": "application/json"}
+        )
+        small_chunked_body = b'{"history": ["1005"], "n": 2}'
+
+        async def small():
+            yield small_chunked_body
+
+        ok = await client.post(
+            "/retrieve", content=small(), headers={"content-type": "application/json"}
+        )
+    assert declared.status_code == 413 and "limit is 4096 bytes" in declared.json()["message"]
+    assert chunked.status_code == 413
+    assert ok.status_code == 200 and len(ok.json()["items"]) == 2
+
+
+async def test_no_model_means_503_on_retrieve_and_not_ready(make_settings):
+    async with running(make_settings(artifacts=None)) as client:
+        r = await client.post("/retrieve", json={"history": HISTORY})
+        ready = await client.get("/v2/health/ready")
+        live = await client.get("/v2/health/live")
+        model = await client.get("/v1/model")
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert ready.status_code == 503 and ready.json() == {"ready": False, "model_version": None}
+    assert live.status_code == 200 and live.json() == {"live": True}
+    assert model.status_code == 503
+
+
+async def test_full_queue_answers_503_with_retry_after(make_settings):
+    settings = make_settings(queue_size=2, max_batch_size=1, max_wait_ms=0, retry_after_s=3)
+    loader = FakeLoader(search_delay_s=0.05)
+    async with running(settings, loader) as client:
+        answers = await asyncio.gather(
+            *(client.post("/retrieve", json={"history": HISTORY, "n": 3}) for _ in range(12))
+        )
+        rejected = metric(client, "seater_overload_rejections_total")
+    codes = [r.status_code for r in answers]
+    assert codes.count(200) >= 2 and codes.count(503) >= 1, codes
+    assert set(codes) <= {200, 503}
+    over = next(r for r in answers if r.status_code == 503)
+    assert over.headers["retry-after"] == "3" and over.json()["code"] == "overloaded"
+    assert rejected == codes.count(503)
+
+
+async def test_engine_failure_fails_every_request_of_the_batch_with_a_clean_500(make_settings):
+    loader = FakeLoader()
+    async with running(make_settings(), loader) as client:
+        loader.engines[0].fail_search = True  # passed its smoke test, breaks now
+        answers = await asyncio.gather(
+            *(client.post("/retrieve", json={"history": HISTORY, "n": 2}) for _ in range(4))
+        )
+        errors = metric(client, "seater_retrieval_errors_total")
+    assert [r.status_code for r in answers] == [500] * 4
+    assert all(r.json()["code"] == "internal_error" for r in answers)
+    assert "exploded" not in answers[0].json()["message"]  # internals stay in the log
+    assert errors >= 1

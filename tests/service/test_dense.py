@@ -1,0 +1,153 @@
+"""The dense brute-force baseline: a SASRec run exported by ``seater export`` (the CLI
+dispatches SASRec run folders to ``training/sasrec/export.py``), loaded by the service's
+dense engine, and served by the same HTTP stack as SEATER."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from service.bundle import BundleError, load_bundle, load_dense_bundle
+from service.dense import DenseEngine
+from service.engine import smoke_check
+from service.runtime import load_engine
+from service.settings import Settings
+from tests.service.conftest import running
+
+N = 10
+
+
+@pytest.fixture(scope="module")
+def sasrec_run(tiny_bundle, tmp_path_factory):
+    """A briefly trained SASRec saved as ``seater train sasrec`` saves its run folder."""
+    from training.sasrec.model import SASRec, SASRecParams
+    from training.sasrec.pipeline import SASRecRun, save_sasrec
+    from training.sasrec.task import SASRecTask
+
+    data = tiny_bundle.data
+    cfg = SASRecRun(dataset=data.name, model=SASRecParams(max_len=12, d_model=16, n_heads=2,
+                                                          dropout=0.0, n_negatives=16))
+    torch.manual_seed(0)
+    model = SASRec(data.n_items, cfg.model)
+    task = SASRecTask(model, data.sequences, torch.device("cpu"))
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    rng = np.random.default_rng(0)
+    for batch, _ in zip(task.batches(rng, 64), range(20), strict=False):
+        loss, _ = task.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    folder = tmp_path_factory.mktemp("runs") / "sasrec-loo"
+    save_sasrec(folder, model, data, {"config": asdict(cfg), "n_items": data.n_items})
+    return folder, task
+
+
+@pytest.fixture(scope="module")
+def dense_path(sasrec_run, tmp_path_factory) -> Path:
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    root = tmp_path_factory.mktemp("dense")
+    result = CliRunner().invoke(app, ["export", "--run", str(sasrec_run[0]), "--out", str(root),
+                                      "--version", "dense-v1"])
+    assert result.exit_code == 0, result.output
+    return root / "dense-v1"
+
+
+@pytest.fixture(scope="module")
+def engine(dense_path) -> DenseEngine:
+    engine = load_engine(dense_path, Settings(providers="cpu", intra_op_threads=1))
+    assert isinstance(engine, DenseEngine)
+    return engine
+
+
+def test_the_cli_exports_a_checksummed_dense_bundle_with_onnx_parity(dense_path, sasrec_run):
+    from training.export import sha256
+
+    manifest = json.loads((dense_path / "manifest.json").read_text())
+    assert manifest["kind"] == "dense" and manifest["config"]["pad_id"] == 90
+    assert set(manifest["files"]) == {"encoder.onnx", "item_emb.npy", "items.json"}
+    for name, meta in manifest["files"].items():
+        assert meta["sha256"] == sha256(dense_path / name)
+    assert manifest["parity_max_abs_diff"]["user"] <= 1e-4
+    model = sasrec_run[1].model
+    np.testing.assert_array_equal(np.load(dense_path / "item_emb.npy"), model.item_embeddings())
+
+
+def test_the_encoder_graph_matches_torch_with_and_without_padding(engine, sasrec_run):
+    model = sasrec_run[1].model
+    history = np.array([[4, 8, 15, 16, 23], [90, 90, 90, 42, 7]])  # row 1 left-padded
+    got = engine.encoder.run(None, {"history": history})[0]
+    want = model.user_states(torch.from_numpy(history)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_dense_top_n_equals_sasrec_recommend(engine, sasrec_run, tiny_bundle):
+    from training.data import Sequences
+
+    task = sasrec_run[1]
+    seqs = tiny_bundle.data.sequences
+    histories = [np.asarray(seqs[u][: 2 + u % 15]) for u in range(40)]
+    states = engine.encode(histories)
+    hits = engine.search(states, np.full(40, N), np.full(40, N), histories)
+    hist = Sequences.from_lists([h.tolist() for h in histories])
+    offline = task.recommend(hist, N, hist)
+    for hit, want, h in zip(hits, offline, histories, strict=True):
+        assert hit.items.tolist() == want.tolist()
+        assert not set(hit.items.tolist()) & set(h.tolist())
+        assert hit.codes.shape == (N, 0) and np.all(np.diff(hit.scores) <= 0)
+
+
+def test_smoke_check_and_info(engine):
+    smoke_check(engine)
+    info = engine.info
+    assert (info.kind, info.n_items, info.k, info.depth, info.version) == (
+        "dense", 90, 0, 0, "dense-v1")
+
+
+def test_kinds_are_not_interchangeable(dense_path, tiny_bundle):
+    with pytest.raises(BundleError, match="is a 'dense' bundle, expected 'seater'"):
+        load_bundle(dense_path)
+    with pytest.raises(BundleError, match="is a 'seater' bundle, expected 'dense'"):
+        load_dense_bundle(tiny_bundle.path)
+
+
+@pytest.mark.anyio
+async def test_the_dense_bundle_is_served_by_the_same_stack(dense_path, engine):
+    ids = json.loads((dense_path / "items.json").read_text())["ids"]
+    history = [3, 14, 15, 9, 26]
+    want = engine.search(engine.encode([np.array(history)]), np.array([N]), np.array([N]),
+                         [np.array(history)])[0]
+    settings = Settings(artifacts=dense_path, providers="cpu", redis_url=None, max_wait_ms=1,
+                        log_json=False)
+    async with running(settings, load_engine) as client:
+        body = {"history": [ids[i] for i in history], "n": N}
+        first = await client.post("/retrieve", json=body)
+        await client.app.state.batcher.settle_writes()
+        again = await client.post("/retrieve", json=body)
+        model = (await client.get("/v1/model")).json()
+    assert first.status_code == 200, first.text
+    assert [i["id"] for i in first.json()["items"]] == [ids[i] for i in want.items]
+    assert all(i["code"] == [] for i in first.json()["items"])
+    assert (first.json()["cached"], again.json()["cached"]) == (False, True)
+    assert [i["id"] for i in again.json()["items"]] == [i["id"] for i in first.json()["items"]]
+    assert model["kind"] == "dense" and model["version"] == "dense-v1"
+
+
+def test_dense_bundles_are_immutable_and_match_their_catalog(dense_path, sasrec_run):
+    from training.sasrec.export import export_sasrec_bundle
+
+    model = sasrec_run[1].model
+    with pytest.raises(FileExistsError, match="immutable"):
+        export_sasrec_bundle(model, {"ids": [str(i) for i in range(90)]}, dense_path.parent,
+                             dense_path.name, "x")
+    with pytest.raises(ValueError, match="items.json has 3 ids, the model 90 items"):
+        export_sasrec_bundle(model, {"ids": ["a", "b", "c"]}, dense_path.parent, "other", "x")
+    assert not (dense_path.parent / "other").exists()

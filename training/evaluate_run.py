@@ -1,0 +1,75 @@
+"""``seater evaluate``: re-evaluate a trained SEATER run, e.g. at several beam sizes.
+
+Beam size trades quality for decoding time (paper Fig. 4 neighbourhood: the beam is the
+knob a deployment turns), so each beam gets its own report entry with the measured
+time per user of the same offline search the service runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.data import load_dataset
+from training.evaluate import evaluate
+from training.protocols import make_split
+from training.reports import git_commit, machine_info, now, update_quality_report
+from training.seater.pipeline import load_run, variant_name
+from training.seater.task import SeaterTask
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_beams(run_dir: Path, beams: list[int], split_name: str = "test",
+                   report: bool = True, batch_size: int = 256, max_users: int = 0,
+                   threads: int = 0) -> list[dict[str, Any]]:
+    if threads:
+        torch.set_num_threads(threads)
+    model, tree, cfg, _ = load_run(run_dir)
+    data = load_dataset(cfg.dataset)
+    split = make_split(data, cfg.protocol, seed=cfg.train.seed, refit=cfg.refit)
+    evalset = getattr(split, split_name)
+    entries = []
+    for beam in beams:
+        task = SeaterTask(model, tree, split.train, torch.device("cpu"), cfg.losses,
+                          beam_size=beam)
+        start = time.perf_counter()
+        res = evaluate(task, evalset, ks=(5, 10, 20, 50), batch_size=batch_size,
+                       exclude_seen=cfg.excludes_seen(), max_users=max_users,
+                       seed=cfg.train.seed, desc=f"beam {beam}")
+        seconds = time.perf_counter() - start
+        entry = {
+            "key": f"seater/{cfg.protocol}/{variant_name(cfg)}@beam{beam}",
+            "model": "seater",
+            "variant": f"{variant_name(cfg)} evaluated at beam {beam}",
+            "dataset": data.name,
+            "protocol": {**split.describe(), "exclude_seen": cfg.excludes_seen(),
+                         "max_history": cfg.model.max_len},
+            "metrics": {split_name: res.metrics},
+            "beam_size": beam,
+            "eval": {"users": res.n_users, "seconds": round(seconds, 2),
+                     "ms_per_user": round(1000 * seconds / max(res.n_users, 1), 3),
+                     "batch_size": batch_size, "torch_threads": torch.get_num_threads()},
+            "seed": cfg.train.seed,
+            "command": "seater " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "commit": git_commit(),
+            "machine": machine_info(),
+            "date": now(),
+            "run_dir": str(run_dir),
+        }
+        log.info("beam %d: recall@10=%.4f ndcg@10=%.4f, %.2f ms/user", beam,
+                 res.metrics.get("recall@10", np.nan), res.metrics.get("ndcg@10", np.nan),
+                 entry["eval"]["ms_per_user"])
+        entries.append(entry)
+        if report:
+            update_quality_report(data.name, entry)
+    (Path(run_dir) / "beams.json").write_text(json.dumps(entries, indent=2))
+    return entries

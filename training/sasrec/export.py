@@ -1,0 +1,186 @@
+"""``seater export`` for a SASRec run: the dense brute-force baseline bundle.
+
+The service serves it with the same stack as SEATER (``service/dense.py``), so
+throughput and latency can be compared side by side. The bundle (manifest ``kind:
+"dense"``) holds:
+
+- ``encoder.onnx``: ``history`` int64 ``[B, T]`` item indices, left-padded with
+  ``pad_id = n_items`` -> ``user`` float32 ``[B, d]`` (SASRec's state at the most recent
+  position, ``SASRec.user_states``); dynamic batch and history axes (T <= max_len);
+- ``item_emb.npy``: float32 ``[n_items, d]``, row = item index (no padding row);
+- ``items.json`` and ``manifest.json`` (sha256 of every file, config, metrics).
+
+As for SEATER (``training/export.py``): dynamo exporter, ONNX Runtime checked against
+torch on shapes other than the traced one before publishing, and the folder written to
+a temp dir and renamed, so a reader never sees half a bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.export import OPSET, sha256
+from training.reports import git_commit, now
+from training.sasrec.model import SASRec
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+FILES = ("encoder.onnx", "item_emb.npy", "items.json")
+
+
+class UserGraph(nn.Module):
+    """history [B, T] (left-padded with pad_id) -> user vector [B, d]."""
+
+    def __init__(self, model: SASRec) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(history)[:, -1]
+
+
+def _histories(model: SASRec, batch: int, t: int, seed: int) -> torch.Tensor:
+    """Random item histories, row 0 left-padded (when t > 1) as the service pads."""
+    rng = np.random.default_rng(seed)
+    seq = torch.from_numpy(rng.integers(0, model.n_items, size=(batch, t)))
+    if t > 1:
+        seq[0, : t // 2] = model.pad_id
+    return seq
+
+
+def export_encoder(model: SASRec, path: Path) -> None:
+    from torch.export import Dim
+
+    model = model.eval().cpu()
+    sample = _histories(model, batch=3, t=min(5, model.p.max_len), seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            UserGraph(model), (sample,), path, dynamo=True, opset_version=OPSET,
+            input_names=["history"], output_names=["user"], external_data=False,
+            dynamic_shapes={"history": {0: Dim("batch", max=1 << 16),
+                                        1: Dim("seq", max=model.p.max_len)}},
+        )
+
+
+def check_parity(model: SASRec, path: Path, atol: float = 1e-4) -> float:
+    """ONNX Runtime vs ``SASRec.user_states`` on untraced shapes; raises on a mismatch."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for batch, t in [(1, 1), (7, model.p.max_len), (2, 4)]:
+        seq = _histories(model, batch, t, seed=batch)
+        want = model.user_states(seq).numpy()
+        got = session.run(["user"], {"history": seq.numpy()})[0]
+        if got.shape != want.shape:
+            raise RuntimeError(f"user: ONNX shape {got.shape} != torch {want.shape} at "
+                               f"batch={batch} T={t}")
+        diff = float(np.abs(got - want).max())
+        worst = max(worst, diff)
+        if diff > atol:
+            raise RuntimeError(f"user: ONNX vs torch max abs diff {diff:.2e} > {atol} at "
+                               f"batch={batch} T={t}")
+    return worst
+
+
+def export_sasrec_bundle(
+    model: SASRec,
+    items: dict[str, Any],
+    out_root: Path,
+    version: str,
+    dataset: str,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``out_root/<version>/`` (encoder.onnx, item_emb.npy, items.json, manifest)."""
+    out_root = Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    final = out_root / version
+    if final.exists():
+        raise FileExistsError(f"{final} exists: bundles are immutable, pick a new version")
+    if len(items.get("ids", [])) != model.n_items:
+        raise ValueError(f"items.json has {len(items.get('ids', []))} ids, "
+                         f"the model {model.n_items} items")
+    model = model.eval().cpu()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=out_root))
+    try:
+        export_encoder(model, tmp / "encoder.onnx")
+        parity = check_parity(model, tmp / "encoder.onnx")
+        np.save(tmp / "item_emb.npy", model.item_embeddings())
+        (tmp / "items.json").write_text(json.dumps(items))
+        p = model.p
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "kind": "dense",
+            "model_version": version,
+            "dataset": dataset,
+            "exported_at": now(),
+            "commit": git_commit(),
+            "files": {name: {"sha256": sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
+                      for name in FILES},
+            "config": {
+                "model": "sasrec", "d_model": p.d_model, "n_layers": p.n_layers,
+                "n_heads": p.n_heads, "max_history": p.max_len, "pad_id": model.pad_id,
+                "opset": OPSET,
+            },
+            "items": {"n_items": model.n_items, "d": p.d_model},
+            "metrics": metrics or {},
+            "parity_max_abs_diff": {"user": parity},
+            "torch": torch.__version__,
+            **(extra or {}),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("dense bundle %s written (parity %.1e)", final, parity)
+    return final
+
+
+def is_sasrec_run(run_dir: Path) -> bool:
+    """A SASRec run folder: ``model.pt`` without SEATER's ``tree.npz`` beside it."""
+    return (Path(run_dir) / "model.pt").is_file() and not (Path(run_dir) / "tree.npz").is_file()
+
+
+def load_sasrec_run(run_dir: Path) -> tuple[SASRec, Any, dict[str, Any]]:
+    """A trained SASRec run folder -> (model, SASRecRun config, checkpoint)."""
+    from training.config import from_dict
+    from training.sasrec.pipeline import SASRecRun
+
+    ckpt_path = Path(run_dir) / "model.pt"
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"{ckpt_path} not found: train with `seater train sasrec`")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt.get("config"), dict) or "model" not in ckpt["config"]:
+        raise ValueError(f"{ckpt_path} has no SASRec config (keys: {sorted(ckpt)})")
+    cfg = from_dict(SASRecRun, ckpt["config"], str(ckpt_path))
+    model = SASRec(int(ckpt["n_items"]), cfg.model)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), cfg, ckpt
+
+
+def export_sasrec_run(run_dir: Path, out_root: Path, version: str | None = None) -> Path:
+    """``seater export --run runs/<dataset>/sasrec-loo``: the run's final model as a bundle."""
+    import datetime as dt
+
+    run_dir = Path(run_dir)
+    model, cfg, _ = load_sasrec_run(run_dir)
+    items = json.loads((run_dir / "items.json").read_text())
+    results = run_dir / "result.json"
+    metrics = json.loads(results.read_text())[-1]["metrics"] if results.is_file() else {}
+    version = version or f"{cfg.dataset}-sasrec-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+    return export_sasrec_bundle(model, items, out_root, version, cfg.dataset, metrics,
+                                extra={"run": str(run_dir)})
