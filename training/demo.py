@@ -32,7 +32,8 @@ from training.trainer import TrainConfig
 
 log = logging.getLogger(__name__)
 
-QUICK_TRAIN = TrainConfig(epochs=2, patience=2, max_eval_users=2000, progress=True)
+QUICK_TRAIN = TrainConfig(epochs=2, patience=2, max_eval_users=2000, final_eval_users=2000,
+                          progress=True)
 
 
 def quick_configs(dataset: str, out: Path) -> tuple[SASRecRun, SeaterRun]:

@@ -58,7 +58,8 @@ def fit_and_test(
     task = build_task(split.train)
     fit = train(task, split.valid, cfg, run_dir / "fit", resume=resume,
                 exclude_seen=exclude_seen, extra_state=extra_state)
-    kw = {"exclude_seen": exclude_seen, "progress": cfg.progress, "batch_size": cfg.eval_batch_size}
+    kw = {"exclude_seen": exclude_seen, "progress": cfg.progress, "seed": cfg.seed,
+          "batch_size": cfg.eval_batch_size, "max_users": cfg.final_eval_users}
     out = Outcome(task=task, split=split, fit=fit,
                   valid=evaluate(task, split.valid, desc="valid", **kw),
                   test=evaluate(task, split.test, desc="test", **kw))
@@ -98,6 +99,7 @@ def report_entries(
             "protocol": {**split.describe(), "exclude_seen": exclude_seen,
                          "max_history": max_history},
             "metrics": {"valid": out.valid.metrics, "test": test.metrics},
+            "eval_users": {"valid": out.valid.n_users, "test": test.n_users},
             "seed": split.seed if split.protocol == "seater" else config["train"]["seed"],
             "epochs_run": out.fit.epochs_run,
             "best_epoch": out.fit.best_epoch,

@@ -41,7 +41,8 @@ class TrainConfig:
     patience: int = 10
     metric: str = "ndcg@10"
     eval_batch_size: int = 512
-    max_eval_users: int = 0
+    max_eval_users: int = 0  # per-epoch validation on a fixed random subset (0 = all)
+    final_eval_users: int = 0  # final valid/test evaluation subset (demo presets; 0 = all)
     seed: int = 0
     device: str = "auto"
     amp: bool = True
