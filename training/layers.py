@@ -82,12 +82,11 @@ class SequenceEncoder(nn.Module):
         max_len: int,
         causal: bool = True,
         ff_mult: int = 1,
-        scale_input: bool = True,
     ) -> None:
         super().__init__()
         self.max_len = max_len
         self.causal = causal
-        self.scale = math.sqrt(d_model) if scale_input else 1.0
+        self.scale = math.sqrt(d_model)
         self.pos = nn.Embedding(max_len, d_model)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
