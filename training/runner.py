@@ -34,6 +34,7 @@ class Outcome:
     refit: TrainResult | None = None
     refit_split: Split | None = None
     refit_test: EvalResult | None = None
+    commit: str = ""  # the code the run started from (HEAD may move during hours of training)
 
 
 def fit_and_test(
@@ -53,6 +54,7 @@ def fit_and_test(
     ``on_fit`` runs after early stopping, before any refit (e.g. to export the fit's
     embeddings, which saw no validation targets).
     """
+    commit = git_commit()
     split = make_split(data, protocol, seed=cfg.seed)
     seed_everything(cfg.seed)
     task = build_task(split.train)
@@ -62,7 +64,7 @@ def fit_and_test(
           "batch_size": cfg.eval_batch_size, "max_users": cfg.final_eval_users}
     out = Outcome(task=task, split=split, fit=fit,
                   valid=evaluate(task, split.valid, desc="valid", **kw),
-                  test=evaluate(task, split.test, desc="test", **kw))
+                  test=evaluate(task, split.test, desc="test", **kw), commit=commit)
     if on_fit:
         on_fit(task)
     if refit:
@@ -110,7 +112,7 @@ def report_entries(
             },
             "command": "seater " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
             "config": config,
-            "commit": git_commit(),
+            "commit": out.commit,
             "machine": {**machine_info(), "device": str(device)},
             "date": now(),
             "run_dir": str(run_dir),
