@@ -56,8 +56,24 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         raise ConfigError(
             f"{where}: unknown key(s) {unknown} for {cls.__name__}; valid: {sorted(names)}"
         )
-    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs = {}
+    for k, v in data.items():
+        default = _field_default(fields[k])
+        if dataclasses.is_dataclass(default) and isinstance(v, dict):
+            # a section given in part keeps the field's own defaults for the rest (a
+            # default_factory may differ from the nested class's defaults)
+            v = merge(dataclasses.asdict(default), v)  # type: ignore[arg-type]
+        kwargs[k] = _coerce(hints[k], v, f"{where}.{k}")
     return cls(**kwargs)
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:

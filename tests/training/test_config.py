@@ -43,3 +43,16 @@ def test_bad_value_and_missing_file(tmp_path):
         build(Outer, None, None, ["train.epochs=abc"])
     with pytest.raises(ConfigError, match="not found"):
         build(Outer, tmp_path / "nope.yaml")
+
+
+@dataclass(frozen=True)
+class Tuned:
+    train: Inner = field(default_factory=lambda: Inner(lr=0.5, epochs=99))
+
+
+def test_partial_section_keeps_the_fields_own_defaults():
+    # setting one key of a section must not reset its other keys to the nested class's
+    # defaults when the field's default_factory chose different ones
+    cfg = build(Tuned, None, {"train.epochs": 3})
+    assert cfg.train == Inner(lr=0.5, epochs=3)
+    assert build(Tuned).train == Inner(lr=0.5, epochs=99)

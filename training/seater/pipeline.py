@@ -60,8 +60,7 @@ class SeaterRun:
     tree: TreeParams = field(default_factory=TreeParams)
     model: SeaterParams = field(default_factory=SeaterParams)
     losses: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        batch_size=256, patience=5, max_eval_users=5000, weight_decay=0.0))
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     @property
     def run_name(self) -> str:
@@ -140,6 +139,8 @@ def variant_name(cfg: SeaterRun) -> str:
         parts.append("no-rank")
     if not cfg.init_from_sasrec:
         parts.append("scratch")
+    if cfg.train.epochs < TrainConfig.epochs:  # a budgeted run is not the converged one
+        parts.append(f"ep{cfg.train.epochs}")
     return "-".join(parts)
 
 
