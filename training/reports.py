@@ -90,6 +90,8 @@ def render_quality_markdown(reports_dir: Path = REPORTS_DIR) -> Path:
     ]
     for path in sorted(qdir.glob("*.json")):
         data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+            continue  # another report in this folder (e.g. semantic_ids_<ds>.json)
         by_proto: dict[str, list[dict[str, Any]]] = {}
         for run in data["runs"]:
             by_proto.setdefault(run["protocol"]["protocol"], []).append(run)
