@@ -187,3 +187,33 @@ def test_beam_narrower_than_k_returns_beam_items(tree, model):
     assert (ranked[:, :5] >= 0).all() and (ranked[:, 5:] == -1).all()
     wide = task.recommend(hist, 12, hist, beam_size=20)
     assert (wide >= 0).all()
+
+
+def test_ranking_scores_start_in_the_sigmoids_responsive_range(tree):
+    # σ(pᵀ W_s q) on mean-pooled states: with W_s = I the dot products of 64-d
+    # layer-normed states are tens (30-250 on Beauty), σ' ≈ 0 and the ranking loss sits
+    # at its margin sum without a gradient; W_s starts at I/d
+    torch.manual_seed(0)
+    paper_size = SeaterParams(d_model=64, max_len=8, n_heads=2, enc_heads=1, dropout=0.0)
+    model = Seater(tree.n_nodes, tree.max_depth, tree.root, paper_size)
+    with torch.no_grad():  # trained layer-norm gains: pooled state norms ~10-17 on Beauty
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.LayerNorm):
+                mod.weight.mul_(2.0)
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, tree.n_items, 64)
+    neg, _ = sample_negatives(tree, targets, 3, rng)
+    paths = torch.from_numpy(tree.node_paths[np.concatenate([targets[:, None],
+                                                             np.maximum(neg, 0)], 1)])
+    history = torch.from_numpy(tree.item_leaf[rng.integers(0, tree.n_items, (64, 8))]
+                               .astype(np.int64))
+    children = torch.from_numpy(tree.children.astype(np.int64))
+    with torch.no_grad():
+        _, dec, states, real = model(history, paths, children)
+        m = real.unsqueeze(-1).float()
+        z_x = (states * m).sum(1) / m.sum(1)
+        pm = (paths >= 0).unsqueeze(-1).float()
+        z_y = (dec * pm).sum(2) / pm.sum(2)
+        raw = torch.einsum("bd,de,bwe->bw", z_x, model.rank_w, z_y)
+    slope = torch.sigmoid(raw) * (1 - torch.sigmoid(raw))
+    assert slope.median() > 0.1  # σ' is at most 0.25 (at 0)

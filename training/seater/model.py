@@ -182,7 +182,9 @@ class Seater(nn.Module):
             DecoderLayer(d, p.n_heads, p.dec_ff_mult, p.dropout) for _ in range(p.dec_layers)
         )
         self.ln_out = nn.LayerNorm(d)
-        self.rank_w = nn.Parameter(torch.eye(d))  # W_s of the ranking score σ(pᵀ W_s q)
+        # W_s of the ranking score σ(pᵀ W_s q). Scaled by 1/d: with the identity, pᵀq of
+        # the pooled states is ~30-250 on Beauty, σ saturates and the loss has no gradient.
+        self.rank_w = nn.Parameter(torch.eye(d) / d)
 
     # ----------------------------------------------------------------- encoder
     def encode(self, history: torch.Tensor, node_emb: torch.Tensor | None = None
