@@ -101,8 +101,9 @@ def render_quality_markdown(reports_dir: Path = REPORTS_DIR) -> Path:
             cols = [f"{n}@{k}" for k in ks for n in names]
             lines += [f"## {data['dataset']} — protocol `{proto}`", ""]
             head = " | ".join(cols)
-            lines.append(f"| run | split | {head} | epochs (best) | train s | commit |")
-            lines.append("|---" * (len(cols) + 5) + "|")
+            lines.append(f"| run | split | {head} | epochs (best) | train s | train ex/s "
+                         "| commit |")
+            lines.append("|---" * (len(cols) + 6) + "|")
             for run in runs:
                 for split in ("test", "valid"):
                     m = run["metrics"].get(split)
@@ -112,6 +113,7 @@ def render_quality_markdown(reports_dir: Path = REPORTS_DIR) -> Path:
                     lines.append(
                         f"| {run['key']} | {split} | {vals} | {run.get('epochs_run', '')} "
                         f"({run.get('best_epoch', '')}) | {run.get('train_seconds', 0):.0f} | "
+                        f"{run.get('throughput', {}).get('train_examples_per_s', '')} | "
                         f"{str(run.get('commit', ''))[:9]} |"
                     )
             lines.append("")
