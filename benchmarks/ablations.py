@@ -34,7 +34,7 @@ def label(entry: dict[str, Any]) -> str:
         return "SASRec" + (" (refit)" if v.endswith("-refit") else "")
     ids = v.split("-", 1)[0]
     k = re.search(r"-k(\d+)-", v)
-    parts = [ids if ids != "balanced" else "balanced"]
+    parts = ["SEATER", ids]
     if k and k.group(1) != "16":
         parts.append(f"k={k.group(1)}")
     for tag in ("gen-only", "no-align", "no-rank", "scratch"):
@@ -42,6 +42,8 @@ def label(entry: dict[str, Any]) -> str:
             parts.append(tag)
     if budgeted(entry):
         parts.append("*")
+    elif "@beam" in entry["key"]:
+        parts.append(f"beam {entry['beam_size']}")
     return " ".join(parts)
 
 
@@ -68,14 +70,15 @@ def table(runs: list[dict[str, Any]], dataset: str) -> str:
              "with each other and with the main run's curve at the same epoch, not with its",
              "final numbers.", "",
              "| run | " + " | ".join(COLS) + " | epochs (best) | train s | beam | ms/user |",
-             "|---" * (len(COLS) + 6) + "|"]
+             "|---" * (len(COLS) + 5) + "|"]
     for r in runs:
         m = r["metrics"]["test"]
         ev = r.get("eval", {})
+        beam = r.get("beam_size") or r.get("config", {}).get("beam_size", "")
         lines.append(
             f"| {label(r)} | " + " | ".join(f"{m.get(c, float('nan')):.4f}" for c in COLS)
             + f" | {r.get('epochs_run', '')} ({r.get('best_epoch', '')}) | "
-            f"{r.get('train_seconds', 0):.0f} | {r.get('beam_size', '')} | "
+            f"{r.get('train_seconds', 0):.0f} | {beam} | "
             f"{ev.get('ms_per_user', '')} |")
     ref = TIGER.get(dataset)
     if ref:
@@ -114,7 +117,7 @@ def plots(runs: list[dict[str, Any]], dataset: str, fig_dir: Path) -> list[Path]
                        label="TIGER recall@10")
         ax.set_xticks(list(xs), [label(r) for r in seater], rotation=30, ha="right")
         ax.set_title(f"SEATER variants on {dataset} (loo, test)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         path = fig_dir / f"seater_ablations_{dataset}.png"
         fig.savefig(path, dpi=120)
