@@ -77,8 +77,10 @@ def table(runs: list[dict[str, Any]], dataset: str) -> str:
         beam = r.get("beam_size") or r.get("config", {}).get("beam_size", "")
         lines.append(
             f"| {label(r)} | " + " | ".join(f"{m.get(c, float('nan')):.4f}" for c in COLS)
-            + f" | {r.get('epochs_run', '')} ({r.get('best_epoch', '')}) | "
-            f"{r.get('train_seconds', 0):.0f} | {beam} | "
+            + (" |  |  | " if "@beam" in r["key"] else
+               f" | {r.get('epochs_run', '')} ({r.get('best_epoch', '')}) | "
+               f"{r.get('train_seconds', 0):.0f} | ")
+            + f"{beam} | "
             f"{ev.get('ms_per_user', '')} |")
     ref = TIGER.get(dataset)
     if ref:
@@ -129,9 +131,11 @@ def plots(runs: list[dict[str, Any]], dataset: str, fig_dir: Path) -> list[Path]
         b = [r["beam_size"] for r in beams]
         ax.plot(b, [r["metrics"]["test"]["recall@10"] for r in beams], "o-", label="recall@10")
         ax.plot(b, [r["metrics"]["test"]["ndcg@10"] for r in beams], "s-", label="ndcg@10")
+        ax.plot(b, [r["metrics"]["test"]["recall@20"] for r in beams], "d-",
+                label="recall@20 (beam < 20 returns fewer)")
         ax.set_xlabel("beam size")
         ax.set_xscale("log")
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="center left", fontsize=8)
         ax2 = ax.twinx()
         ax2.plot(b, [r["eval"]["ms_per_user"] for r in beams], "^--", c="C3",
                  label="ms per user (offline search)")
