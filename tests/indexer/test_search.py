@@ -248,3 +248,19 @@ def test_bad_calls_are_refused() -> None:
         beam_search(tree, scorer, 1, 3, 3, allowed=np.ones(49, bool))
     with pytest.raises(ValueError, match="beam_size"):
         beam_search(tree, scorer, 1, [3, 3], 3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), rows=st.integers(1, 5), c=st.integers(1, 40))
+def test_top_k_selection_matches_a_full_sort_under_heavy_ties(data, rows, c) -> None:
+    # Scores from a handful of values (and -inf) put ties at the partition bound, the
+    # case where the fast path must hand over to the exact sort.
+    from indexer.search import _top
+
+    width = data.draw(st.integers(1, c))
+    values = st.sampled_from([-np.inf, -3.0, -1.0, -1.0, 0.0])
+    score = np.array(data.draw(st.lists(values, min_size=rows * c, max_size=rows * c)))
+    score = score.reshape(rows, c)
+    node = np.array(data.draw(st.permutations(range(rows * c)))).reshape(rows, c)
+    want = np.lexsort((node, -score), axis=-1)[:, :width]
+    assert np.array_equal(_top(score, node, width), want)
