@@ -90,20 +90,38 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``auto``: CUDA when present. Under ``torchrun`` each process takes the GPU of its
+    ``LOCAL_RANK`` (the process group is started here, before any model is placed)."""
+    _, world = dist_info()
+    device = torch.device("cuda" if name == "auto" and torch.cuda.is_available()
+                          else "cpu" if name == "auto" else name)
+    if device.type == "cuda" and device.index is None and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
 
 
-def _dist() -> tuple[int, int]:
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); under ``torchrun`` (``WORLD_SIZE`` > 1) the first call starts
+    the process group (NCCL on GPUs, gloo on CPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group(backend)
     return rank, world
+
+
+def barrier() -> None:
+    """Wait for every process (no-op when there is one): rank 0 wrote what comes next."""
+    if dist_info()[1] > 1:
+        torch.distributed.barrier()
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or the only process): the one that evaluates per epoch and writes files."""
+    return dist_info()[0] == 0
 
 
 def seed_everything(seed: int) -> None:
@@ -128,14 +146,15 @@ def train(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    rank, world = _dist()
+    rank, world = dist_info()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     module = task.module
     device = next(module.parameters()).device
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = TrainState()
-    rng = np.random.default_rng(cfg.seed + rank)
+    # One shuffle for all ranks (same seed); each rank takes every world-th batch of it.
+    rng = np.random.default_rng(cfg.seed)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     metrics_path = run_dir / "metrics.jsonl"
     if resume and last_path.is_file():
@@ -151,8 +170,11 @@ def train(
         metrics_path.unlink()
     model: nn.Module = module
     if world > 1:
+        # static_graph: a loss switched off for an ablation leaves parameters without
+        # gradients (SEATER's W_s), which DDP's reducer would otherwise wait for.
         model = nn.parallel.DistributedDataParallel(
-            module, device_ids=[device.index] if device.type == "cuda" else None
+            module, device_ids=[device.index] if device.type == "cuda" else None,
+            static_graph=True,
         )
         task.module = model  # the task's loss runs through the DDP wrapper
     use_amp = cfg.amp and device.type == "cuda"
@@ -167,6 +189,11 @@ def train(
         total = task.n_batches(cfg.batch_size)
         if cfg.max_batches:
             total = min(total, cfg.max_batches)
+        if world > 1:  # every rank must run as many backward passes (gradient all-reduce)
+            total -= total % world
+            if total == 0:
+                raise ValueError(f"{task.n_batches(cfg.batch_size)} batches per epoch cannot "
+                                 f"be shared by {world} processes: lower --batch-size")
         bar = tqdm(task.batches(rng, cfg.batch_size), total=total,
                    desc=f"epoch {epoch}", disable=not cfg.progress or rank != 0, leave=False)
         for i, batch in enumerate(bar):
@@ -230,7 +257,12 @@ def train(
                 **(extra_state or {}),
             }, last_path)
             log.info("epoch %d: %s", epoch, _fmt(row, cfg.metric))
+        if world > 1:  # rank 0 decided early stopping; every rank must stop with it
+            shared = [state.best_metric, state.best_epoch, state.bad_epochs]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            state.best_metric, state.best_epoch, state.bad_epochs = shared
     task.module = module
+    barrier()  # best.pt is written by rank 0
     best = torch.load(best_path, map_location=device, weights_only=False)
     module.load_state_dict(best["model"])
     module.eval()

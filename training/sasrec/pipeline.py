@@ -22,7 +22,7 @@ from training.reports import update_quality_report
 from training.runner import fit_and_test, report_entries
 from training.sasrec.model import SASRec, SASRecParams
 from training.sasrec.task import SASRecTask
-from training.trainer import TrainConfig, resolve_device
+from training.trainer import TrainConfig, is_main_process, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,10 @@ def run_sasrec(cfg: SASRecRun, resume: bool = True, data: InteractionData | None
     data = data or load_dataset(cfg.dataset)
     device = resolve_device(cfg.train.device)
     run_dir = Path(cfg.out_dir) / data.name / cfg.run_name
+    main = is_main_process()  # under torchrun, rank 0 alone writes files and reports
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    if main:
+        (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     extra = {"config": asdict(cfg), "n_items": data.n_items}
     log.info("SASRec on %s (%s), %d items, device %s", data.name, cfg.protocol,
              data.n_items, device)
@@ -96,11 +98,13 @@ def run_sasrec(cfg: SASRecRun, resume: bool = True, data: InteractionData | None
 
     out = fit_and_test(
         build, data, cfg.protocol, cfg.train, run_dir, cfg.refit, cfg.excludes_seen(), resume,
-        extra, on_fit=lambda task: save_sasrec(run_dir / "fit", task.model, data, extra),
+        extra, on_fit=lambda task: main and save_sasrec(run_dir / "fit", task.model, data, extra),
     )
-    save_sasrec(run_dir, out.task.model, data, extra)
     entries = report_entries(out, "sasrec", variant_name(cfg), data, cfg.excludes_seen(),
                              cfg.model.max_len, asdict(cfg), run_dir, device)
+    if not main:
+        return entries
+    save_sasrec(run_dir, out.task.model, data, extra)
     (run_dir / "result.json").write_text(json.dumps(entries, indent=2))
     if cfg.report:
         for entry in entries:

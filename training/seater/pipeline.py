@@ -25,7 +25,7 @@ from training.sasrec.model import SASRecParams
 from training.sasrec.pipeline import SASRecRun, exclude_seen_for, run_sasrec, write_items
 from training.seater.model import Seater, SeaterParams
 from training.seater.task import LossConfig, SeaterTask
-from training.trainer import TrainConfig, resolve_device
+from training.trainer import TrainConfig, barrier, is_main_process, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -165,21 +165,24 @@ def run_seater(cfg: SeaterRun, resume: bool = True, data: InteractionData | None
     data = data or load_dataset(cfg.dataset)
     device = resolve_device(cfg.train.device)
     run_dir = Path(cfg.out_dir) / data.name / cfg.run_name
+    main = is_main_process()  # under torchrun, rank 0 alone writes files and reports
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    if main:
+        (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     needs_emb = cfg.tree.ids in ("balanced", "kmeans") or cfg.init_from_sasrec
     emb, sasrec_folder = sasrec_embeddings(cfg, data) if needs_emb else (None, None)
     tree_path = run_dir / "tree.npz"
-    if resume and tree_path.is_file():
-        tree = IdTree.load(tree_path)
-        tree_report = json.loads((run_dir / "tree.json").read_text())
-    else:
+    if main and not (resume and tree_path.is_file()):
         tree, tree_report = make_tree(cfg.tree, emb, data.n_items)
         tree.save(tree_path)
         (run_dir / "tree.json").write_text(json.dumps(tree_report, indent=2))
+    if main:
+        write_items(run_dir, data)
+    barrier()  # every rank trains on the tree rank 0 built
+    tree = IdTree.load(tree_path)
+    tree_report = json.loads((run_dir / "tree.json").read_text())
     log.info("tree %s: %s", cfg.tree.ids, tree.summary())
-    write_items(run_dir, data)
     extra = {"config": asdict(cfg), "n_items": data.n_items, "tree": tree.summary()}
 
     def build(train_seqs: Sequences) -> SeaterTask:
@@ -191,12 +194,14 @@ def run_seater(cfg: SeaterRun, resume: bool = True, data: InteractionData | None
 
     out = fit_and_test(build, data, cfg.protocol, cfg.train, run_dir, cfg.refit,
                        cfg.excludes_seen(), resume, extra)
-    torch.save({"model": out.task.model.state_dict(), **extra}, run_dir / "model.pt")
     entries = report_entries(
         out, "seater", variant_name(cfg), data, cfg.excludes_seen(), cfg.model.max_len,
         asdict(cfg), run_dir, device,
         extra={"tree": {**tree.summary(), "build": tree_report}},
     )
+    if not main:
+        return entries
+    torch.save({"model": out.task.model.state_dict(), **extra}, run_dir / "model.pt")
     (run_dir / "result.json").write_text(json.dumps(entries, indent=2))
     if cfg.report:
         for entry in entries:
