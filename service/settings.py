@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     batch_workers: int = Field(1, ge=1, le=16)
     retry_after_s: int = Field(1, ge=1, le=3600)
     drain_timeout_s: float = Field(30.0, ge=0.0, le=600.0)
+    gc_freeze: bool = Field(
+        True, description="After each model load, exempt the live heap from garbage "
+        "collection (gc.freeze): full collections over it were the p99 latency tail.")
 
     # -- cache -----------------------------------------------------------------------------
     redis_url: str | None = Field(

@@ -137,3 +137,23 @@ async def test_reload_under_concurrent_load_loses_no_request(reload_settings, ar
     assert {r.status_code for r in answers} == {200}
     versions = {r.json()["model_version"] for r in answers}
     assert len(versions) >= 2 and versions <= {"v1", "v2", "v3"}
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+async def test_each_load_freezes_the_heap_only_when_asked(make_settings, artifacts_root, freeze):
+    import gc
+
+    gc.unfreeze()
+    settings = make_settings(reload_enabled=True, reload_token=TOKEN, gc_freeze=freeze)
+    try:
+        async with running(settings) as client:
+            after_start = gc.get_freeze_count()
+            gc.unfreeze()
+            r = await client.post(
+                "/v1/admin/reload", headers=AUTH, json={"path": str(artifacts_root / "v2")}
+            )
+            after_reload = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()  # the test process's heap goes back to the collector
+    assert r.status_code == 200
+    assert (after_start > 0, after_reload > 0) == (freeze, freeze)
