@@ -108,6 +108,8 @@ def report_entries(
             "train_seconds": round(train_seconds, 1),
             "throughput": {
                 "train_examples_per_s": round(out.fit.examples_per_s, 1),
+                # per second of process CPU (all its threads): unaffected by other jobs
+                "train_examples_per_cpu_s": round(out.fit.examples_per_cpu_s, 1),
                 "eval_users_per_s": round(test.users_per_s, 1),
             },
             "command": "seater " + " ".join(shlex.quote(a) for a in sys.argv[1:]),

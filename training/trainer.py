@@ -76,6 +76,7 @@ class TrainState:
     bad_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
+    train_cpu_seconds: float = 0.0  # process CPU time, unaffected by other jobs
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class TrainResult:
     examples_per_s: float
     history: list[dict[str, Any]]
     best_path: Path
+    examples_per_cpu_s: float = 0.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -183,7 +185,7 @@ def train(
     while state.epoch < max_epochs and (fixed_epochs or state.bad_epochs < cfg.patience):
         epoch = state.epoch + 1
         module.train()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         totals: dict[str, float] = {}
         n_batches = n_examples = 0
         total = task.n_batches(cfg.batch_size)
@@ -215,13 +217,15 @@ def train(
             n_examples += task.examples_in(batch)
             if i % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         state.train_seconds += seconds
+        state.train_cpu_seconds += cpu
         state.epoch = epoch
         row: dict[str, Any] = {
             "epoch": epoch,
             "train_seconds": round(seconds, 3),
             "examples_per_s": round(n_examples * world / max(seconds, 1e-9), 1),
+            "train_cpu_seconds": round(cpu, 3),
             **{f"loss_{k}": v / max(n_batches, 1) for k, v in totals.items()},
         }
         if rank == 0:
@@ -273,6 +277,7 @@ def train(
         epochs_run=state.epoch,
         train_seconds=state.train_seconds,
         examples_per_s=total_examples / max(state.train_seconds, 1e-9),
+        examples_per_cpu_s=total_examples / max(state.train_cpu_seconds, 1e-9),
         history=state.history,
         best_path=best_path,
     )
