@@ -12,7 +12,8 @@
       seater          micro-batching on  (SEATER_MAX_BATCH_SIZE=64, 2 ms max wait)
       seater_batch1   micro-batching off (SEATER_MAX_BATCH_SIZE=1)
       dense           the SASRec brute-force baseline bundle, micro-batching on
-    each at several closed-loop user counts; every point records throughput, p50/p95/p99,
+    at several closed-loop user counts, interleaved (all three servers up and warmed, each
+    user count runs every configuration in turn); every point records throughput, p50/p95/p99,
     failures, and the CPU seconds the server and locust used. The summary takes, per
     configuration, the highest throughput whose p99 <= 50 ms, and the ratios the issue
     asks for (batching / batch-1 >= 3x; >= 500 retrievals/s at p99 <= 50 ms).
@@ -24,8 +25,9 @@ these rates; locust's CPU share is reported so a saturated load generator shows.
 encoder-state cache is off (``SEATER_CACHE_ENABLED=false``) so every request pays its
 encoder and decoder, and logging is at WARNING (the per-request access log is INFO).
 
-Only meaningful on a quiet machine: load averages are recorded and ``timing_valid`` is
-false when the machine was busy before the run (``--max-load``).
+Only meaningful on a quiet machine: the cores busy before the run, load averages and a
+matmul yardstick are recorded, and ``timing_valid`` is false when the machine was busy
+before the run (``--max-load`` cores).
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ PARSER.add_argument("--max-wait-ms", type=float, default=2.0)
 PARSER.add_argument("--skip-engine", action="store_true")
 PARSER.add_argument("--skip-http", action="store_true")
 P99_TARGET_MS = 50.0
+WARMUP_S = 5
 
 
 def free_port() -> int:
@@ -189,24 +192,36 @@ def run_http(args, bundle: Path, dense_bundle: Path) -> dict[str, Any]:
         "dense": (dense_bundle, {"SEATER_MAX_BATCH_SIZE": "64"}),
     }
     out: dict[str, Any] = {"settings": {**common, "users": users, "seconds": args.duration,
+                                        "warmup_seconds": WARMUP_S,
                                         "n": args.n, "beam": args.beam,
-                                        "locust": "1 process, FastHttpUser, closed loop"}}
-    for name, (path, env) in configs.items():
-        server = Server(path, {**common, **env})
-        try:
-            points = []
-            for u in users:
+                                        "locust": "1 process, FastHttpUser, closed loop",
+                                        "order": "interleaved: every user count runs each "
+                                                 "configuration in turn, servers all up"}}
+    # All servers stay up (idle ones sleep: no spinning) and the points interleave, so
+    # the ratios compare configurations under the same machine conditions; on this
+    # shared VM absolute throughput drifts by +-25% over tens of minutes.
+    servers: dict[str, Server] = {}
+    points: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
+    try:
+        for name, (path, env) in configs.items():
+            servers[name] = Server(path, {**common, **env})
+            # warm-up (discarded): ONNX Runtime sizes its buffers for the shapes it meets
+            locust_point(servers[name].url, max(users), WARMUP_S, args, servers[name].proc.pid)
+        for u in users:
+            for name, server in servers.items():
                 point = locust_point(server.url, u, args.duration, args, server.proc.pid)
-                points.append(point)
+                points[name].append(point)
                 print(f"http {name:14s} users={u:>4}: {point['throughput_rps']:7.1f} rps  "
                       f"p50 {point['p50_ms']:.0f}  p95 {point['p95_ms']:.0f}  "
                       f"p99 {point['p99_ms']:.0f} ms  fail {point['failures']}  "
                       f"(server cpu {point['server_cpu_share']}, locust cpu "
                       f"{point['locust_cpu_share']}, load {point['load_average']})", flush=True)
-        finally:
+    finally:
+        for server in servers.values():
             server.stop()
-        out[name] = {"bundle": str(path), "env": env, "points": points,
-                     "best_at_p99_le_50ms": best_under_target(points)}
+    for name, (path, env) in configs.items():
+        out[name] = {"bundle": str(path), "env": env, "points": points[name],
+                     "best_at_p99_le_50ms": best_under_target(points[name])}
     best = {name: (out[name]["best_at_p99_le_50ms"] or {}).get("throughput_rps")
             for name in configs}
     peak = {name: max(p["throughput_rps"] for p in out[name]["points"]) for name in configs}
@@ -241,9 +256,10 @@ def main() -> None:
         report["http"] = run_http(args, bundle, dense)
     end_load = os.getloadavg()[0]
     report["machine"]["load_average_at_end"] = round(end_load, 2)
+    report["machine"]["matmul_gflops_at_end"] = engine_bench.cpu_gflops()
     report["timing_valid"] = not report["machine"]["loaded_machine"]
     if not report["timing_valid"]:
-        print(f"WARNING: load average was {report['machine']['load_average_at_start']} at the "
+        print(f"WARNING: {report['machine']['busy_cores_before_start']} cores were busy at the "
               "start: these timings are from a loaded machine", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
