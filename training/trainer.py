@@ -76,7 +76,6 @@ class TrainState:
     bad_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     train_seconds: float = 0.0
-    train_cpu_seconds: float = 0.0  # process CPU time, unaffected by other jobs
 
 
 @dataclass(frozen=True)
@@ -219,7 +218,6 @@ def train(
                 bar.set_postfix(loss=f"{loss.item():.4f}")
         seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         state.train_seconds += seconds
-        state.train_cpu_seconds += cpu
         state.epoch = epoch
         row: dict[str, Any] = {
             "epoch": epoch,
@@ -277,10 +275,18 @@ def train(
         epochs_run=state.epoch,
         train_seconds=state.train_seconds,
         examples_per_s=total_examples / max(state.train_seconds, 1e-9),
-        examples_per_cpu_s=total_examples / max(state.train_cpu_seconds, 1e-9),
+        examples_per_cpu_s=_per_cpu_second(state.history),
         history=state.history,
         best_path=best_path,
     )
+
+
+def _per_cpu_second(history: list[dict[str, Any]]) -> float:
+    """Examples per CPU second over the epochs that logged their CPU time (a run resumed
+    from an older checkpoint has earlier epochs without it)."""
+    rows = [r for r in history if "train_cpu_seconds" in r]
+    examples = sum(r["examples_per_s"] * r["train_seconds"] for r in rows)
+    return examples / max(sum(r["train_cpu_seconds"] for r in rows), 1e-9)
 
 
 def _fmt(row: dict[str, Any], metric: str) -> str:
