@@ -72,7 +72,9 @@ class OnnxEngine:
         self.bundle = bundle
         self.tree = bundle.tree
         self._search_fn = search_fn or default_search()
-        self.encoder = open_session(bundle.encoder_path, options, ENCODER_INPUTS, ENCODER_OUTPUTS)
+        self.encoder = open_session(
+            bundle.encoder_path, options.for_encoder(), ENCODER_INPUTS, ENCODER_OUTPUTS
+        )
         self.decoder = open_session(bundle.decoder_path, options, DECODER_INPUTS, DECODER_OUTPUTS)
         self.device = device_of(self.decoder)
         # Per-engine constants, placed on the device once.

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     providers: Providers = "auto"
     intra_op_threads: int = Field(0, ge=0, le=256, description="0 = ONNX Runtime's default.")
     inter_op_threads: int = Field(1, ge=0, le=256)
+    encoder_intra_op_threads: int = Field(
+        1, ge=0, le=256, description="Threads of the SEATER encoder session (per-request "
+        "work too small to split; 0 = ONNX Runtime's default).")
     graph_optimization: GraphOptimization = "all"
     allow_spinning: bool = Field(
         False, description="ONNX Runtime pool threads busy-wait between graph calls: a little "

@@ -122,6 +122,16 @@ def test_load_engine_from_settings_and_provider_choice(tiny_bundle):
         choose_providers("cuda", [CPU])
 
 
+def test_encoder_and_decoder_sessions_take_their_own_thread_counts(tiny_bundle):
+    settings = Settings(providers="cpu", intra_op_threads=2, encoder_intra_op_threads=1)
+    engine = load_engine(tiny_bundle.path, settings)
+    assert engine.encoder.get_session_options().intra_op_num_threads == 1
+    assert engine.decoder.get_session_options().intra_op_num_threads == 2
+    engine = load_engine(tiny_bundle.path, Settings(providers="cpu", intra_op_threads=1,
+                                                    encoder_intra_op_threads=2))
+    assert engine.encoder.get_session_options().intra_op_num_threads == 2
+
+
 def test_checksum_mismatch_names_the_file(tiny_bundle, tmp_path):
     bad = tamper(copy_bundle(tiny_bundle.path, tmp_path / "bad"), "decoder.onnx")
     with pytest.raises(BundleError, match="checksum mismatch for decoder.onnx"):
