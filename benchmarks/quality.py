@@ -33,6 +33,8 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
     "sasrec-beauty-d256": ("baselines", [*SASREC, "-d", "beauty", "-p", "loo", "--d-model",
                                          "256", "--name", "sasrec-loo-d256"]),
     "sasrec-sports": ("baselines", [*SASREC, "-d", "sports", "-p", "loo"]),
+    "sasrec-sports-d256": ("baselines", [*SASREC, "-d", "sports", "-p", "loo", "--d-model",
+                                         "256", "--name", "sasrec-loo-d256"]),
     "sasrec-yelp": ("baselines", [*SASREC, "-d", "yelp", "-p", "loo"]),
     "sasrec-yelp-seater": ("baselines", ["seater", "train", "sasrec", "-d", "yelp", "-p",
                                          "seater", "--patience", "20"]),
