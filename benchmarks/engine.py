@@ -3,7 +3,8 @@
     python benchmarks/engine.py [--quick] [--bundle DIR] [--threads 1,2] [--out FILE]
 
 What is measured, per ONNX Runtime intra-op thread count of the decoder session (the
-encoder session keeps one thread, ``SEATER_ENCODER_INTRA_OP_THREADS``):
+encoder session keeps one thread, ``SEATER_ENCODER_INTRA_OP_THREADS``, and steps under 256
+rows run on a one-thread copy of the decoder, ``SEATER_SMALL_STEP_ROWS``):
 - SEATER (``service.runtime.OnnxEngine``), beam 50, n 10, B = 1 and B = 64 requests:
   encoder, beam search and end-to-end (encode + search) latency, median and p95 over
   repeats; every decoder step separately (rows = B x width, prefix length t), and the

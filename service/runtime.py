@@ -77,6 +77,12 @@ class OnnxEngine:
         )
         self.decoder = open_session(bundle.decoder_path, options, DECODER_INPUTS, DECODER_OUTPUTS)
         self.device = device_of(self.decoder)
+        self._small_rows = options.small_step_rows
+        self.small_decoder = (
+            open_session(bundle.decoder_path, options.single_threaded(), DECODER_INPUTS,
+                         DECODER_OUTPUTS)
+            if self.device == "cpu" and options.small_steps_apart() else None
+        )
         # Per-engine constants, placed on the device once.
         self._node_emb = self._on_device(bundle.embeddings)
         self._children = self._on_device(self.tree.children.astype(np.int64))
@@ -164,19 +170,33 @@ class OnnxEngine:
         mem_k, mem_v, bias = self._repad(states)
         beam = np.clip(np.asarray(beam, np.int64), 1, self._info.n_items)
         n = np.minimum(np.asarray(n, np.int64), beam)
-        binding = self.decoder.io_binding()
-        binding.bind_ortvalue_input("memory_k", self._on_device(mem_k))
-        binding.bind_ortvalue_input("memory_v", self._on_device(mem_v))
-        binding.bind_ortvalue_input("memory_bias", self._on_device(bias))
-        binding.bind_ortvalue_input("children", self._children)
-        binding.bind_ortvalue_input("node_emb", self._node_emb)
+        inputs = {
+            "memory_k": self._on_device(mem_k),
+            "memory_v": self._on_device(mem_v),
+            "memory_bias": self._on_device(bias),
+            "children": self._children,
+            "node_emb": self._node_emb,
+        }
+        bindings: dict[int, tuple[ort.InferenceSession, Any]] = {}
+
+        def binding_for(rows: int) -> tuple[ort.InferenceSession, Any]:
+            """The session for a step of ``rows`` rows, its inputs bound once per search."""
+            small = self.small_decoder is not None and rows < self._small_rows
+            session = self.small_decoder if small else self.decoder
+            if id(session) not in bindings:
+                binding = session.io_binding()
+                for name, value in inputs.items():
+                    binding.bind_ortvalue_input(name, value)
+                bindings[id(session)] = (session, binding)
+            return bindings[id(session)]
 
         def scorer(prefix: np.ndarray) -> np.ndarray:
             """prefix int64 [B, W, t] -> child log-probs float32 [B, W, k]."""
+            session, binding = binding_for(prefix.shape[0] * prefix.shape[1])
             binding.bind_cpu_input("prefix", np.ascontiguousarray(prefix, dtype=np.int64))
             binding.clear_binding_outputs()  # W changes per step: let ORT allocate anew
             binding.bind_output("child_logp", self.device)
-            self.decoder.run_with_iobinding(binding)
+            session.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()[0]
 
         result = self._search_fn(
@@ -188,6 +208,7 @@ class OnnxEngine:
         """Sessions free their memory when released; drop our references eagerly."""
         self.__dict__.pop("encoder", None)
         self.__dict__.pop("decoder", None)
+        self.__dict__.pop("small_decoder", None)
 
     # -- helpers ---------------------------------------------------------------------------
     def _on_device(self, array: np.ndarray) -> ort.OrtValue:

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     providers: Providers = "auto"
     intra_op_threads: int = Field(0, ge=0, le=256, description="0 = ONNX Runtime's default.")
     inter_op_threads: int = Field(1, ge=0, le=256)
+    small_step_rows: int = Field(
+        256, ge=0, le=1 << 20, description="CPU: decoder steps with fewer rows (requests x "
+        "beam) run on a one-thread session; 0 = every step on the shared pool.")
     encoder_intra_op_threads: int = Field(
         1, ge=0, le=256, description="Threads of the SEATER encoder session (per-request "
         "work too small to split; 0 = ONNX Runtime's default).")

@@ -132,6 +132,28 @@ def test_encoder_and_decoder_sessions_take_their_own_thread_counts(tiny_bundle):
     assert engine.encoder.get_session_options().intra_op_num_threads == 2
 
 
+def test_small_steps_run_on_a_one_thread_session_with_the_same_answers(engine, tiny_bundle):
+    bundle = load_bundle(tiny_bundle.path)
+    split = OnnxEngine(bundle, RuntimeOptions("cpu", intra_op_threads=2, small_step_rows=64))
+    assert split.small_decoder.get_session_options().intra_op_num_threads == 1
+    assert OnnxEngine(bundle, RuntimeOptions("cpu", intra_op_threads=2,
+                                             small_step_rows=0)).small_decoder is None
+    assert engine.small_decoder is None  # already one thread: nothing to split
+    used = []
+    for name in ("small_decoder", "decoder"):  # record which session ran each step
+        session = getattr(split, name)
+        run = session.run_with_iobinding
+        session.run_with_iobinding = lambda b, run=run, name=name: (used.append(name), run(b))
+    states = split.encode(HISTORIES)
+    n, beam = np.array([5, 3, 8, 1]), np.array([10, 5, 12, 40])  # steps of 4 to 160 rows
+    got = split.search(states, n, beam, HISTORIES)
+    want = engine.search(engine.encode(HISTORIES), n, beam, HISTORIES)
+    assert {"small_decoder", "decoder"} <= set(used)
+    for a, b in zip(got, want, strict=True):
+        assert a.items.tolist() == b.items.tolist()
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+
+
 def test_checksum_mismatch_names_the_file(tiny_bundle, tmp_path):
     bad = tamper(copy_bundle(tiny_bundle.path, tmp_path / "bad"), "decoder.onnx")
     with pytest.raises(BundleError, match="checksum mismatch for decoder.onnx"):
