@@ -177,18 +177,18 @@ class OnnxEngine:
             "children": self._children,
             "node_emb": self._node_emb,
         }
-        bindings: dict[int, tuple[ort.InferenceSession, Any]] = {}
+        bindings: dict[bool, tuple[ort.InferenceSession, Any]] = {}  # small step -> binding
 
         def binding_for(rows: int) -> tuple[ort.InferenceSession, Any]:
             """The session for a step of ``rows`` rows, its inputs bound once per search."""
             small = self.small_decoder is not None and rows < self._small_rows
-            session = self.small_decoder if small else self.decoder
-            if id(session) not in bindings:
+            if small not in bindings:
+                session = self.small_decoder if small else self.decoder
                 binding = session.io_binding()
                 for name, value in inputs.items():
                     binding.bind_ortvalue_input(name, value)
-                bindings[id(session)] = (session, binding)
-            return bindings[id(session)]
+                bindings[small] = (session, binding)
+            return bindings[small]
 
         def scorer(prefix: np.ndarray) -> np.ndarray:
             """prefix int64 [B, W, t] -> child log-probs float32 [B, W, k]."""
