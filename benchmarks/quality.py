@@ -52,6 +52,8 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
         "ablate-no-align": ["--lambda-align", "0"],
         "ablate-no-rank": ["--lambda-rank", "0"],
         "ablate-gen-only": ["--lambda-align", "0", "--lambda-rank", "0"],
+        # not the paper: a cosine ranking score that cannot saturate (losses.ranking_loss)
+        "ablate-rank-cosine": ["--set", "losses.rank_cosine_scale=5"],
         "ablate-kmeans-tree": ["--ids", "kmeans"],
         "ablate-random-tree": ["--ids", "random"],
         **{f"ablate-k{k}": ["-k", str(k)] for k in (4, 8, 32)},

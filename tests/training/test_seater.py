@@ -217,3 +217,21 @@ def test_ranking_scores_start_in_the_sigmoids_responsive_range(tree):
         raw = torch.einsum("bd,de,bwe->bw", z_x, model.rank_w, z_y)
     slope = torch.sigmoid(raw) * (1 - torch.sigmoid(raw))
     assert slope.median() > 0.1  # σ' is at most 0.25 (at 0)
+
+
+def test_cosine_ranking_score_does_not_saturate_as_states_grow():
+    torch.manual_seed(0)
+    z_x, z_y = torch.randn(3, 8), torch.randn(3, 4, 8)
+    shared = torch.tensor([[3, 0, 1, 2]] * 3)
+    w = torch.eye(8) / 8
+
+    def grad(scale: float, **kw) -> float:
+        x = (z_x * scale).requires_grad_()
+        ranking_loss(x, z_y * scale, shared, w, 0.01, **kw).backward()
+        return float(x.grad.abs().sum())
+
+    cosine = [float(ranking_loss(z_x * c, z_y * c, shared, w, 0.01, cosine_scale=5))
+              for c in (1, 100)]
+    assert cosine[0] == pytest.approx(cosine[1], rel=1e-5)  # scale-free
+    assert grad(1) > 0 and grad(1000) == 0  # the paper's score saturates: no gradient left
+    assert grad(1000, cosine_scale=5) > 0

@@ -49,15 +49,24 @@ def alignment_loss(node_emb: torch.Tensor, tokens: torch.Tensor, parent: torch.T
 
 
 def ranking_loss(z_x: torch.Tensor, z_y: torch.Tensor, shared: torch.Tensor,
-                 w_s: torch.Tensor, beta: float, negatives_ranked: bool = True
-                 ) -> torch.Tensor:
+                 w_s: torch.Tensor, beta: float, negatives_ranked: bool = True,
+                 cosine_scale: float = 0.0) -> torch.Tensor:
     """Pairwise triplet loss over the positive (row 0) and its negatives (eq. 8).
 
     Shape: z_x [B, d]; z_y [B, W, d]; shared int64 [B, W] tokens in common with the
     positive (-1 = no such negative could be sampled). With ``negatives_ranked`` False
     only pairs (positive, negative) count — the paper's "w/o L_rank for negatives".
+    ``cosine_scale`` > 0 scores σ(scale · cos(W_sᵀ z_x, z_y)) instead of the paper's
+    σ(z_xᵀ W_s z_y): bounded logits, so growing state norms cannot saturate the sigmoid
+    (on Beauty the paper's score reaches the margin sum, 0.2, within a few epochs and
+    the loss stops giving gradient).
     """
-    s = torch.sigmoid(torch.einsum("bd,de,bwe->bw", z_x, w_s, z_y).float())  # (B, W)
+    if cosine_scale > 0:
+        u = F.normalize(z_x @ w_s, dim=-1)
+        s = torch.sigmoid(cosine_scale * torch.einsum("bd,bwd->bw", u,
+                                                      F.normalize(z_y, dim=-1)).float())
+    else:
+        s = torch.sigmoid(torch.einsum("bd,de,bwe->bw", z_x, w_s, z_y).float())  # (B, W)
     gap = shared[:, :, None] - shared[:, None, :]  # row i above row j when gap > 0
     valid = (gap > 0) & (shared[:, :, None] >= 0) & (shared[:, None, :] >= 0)
     if not negatives_ranked:

@@ -137,6 +137,8 @@ def variant_name(cfg: SeaterRun) -> str:
         parts.append("no-align")
     elif lo.lambda_rank == 0:
         parts.append("no-rank")
+    if lo.lambda_rank > 0 and lo.rank_cosine_scale > 0:
+        parts.append(f"rankcos{lo.rank_cosine_scale:g}")
     if not cfg.init_from_sasrec:
         parts.append("scratch")
     if cfg.train.epochs < TrainConfig.epochs:  # a budgeted run is not the converged one

@@ -32,6 +32,7 @@ class LossConfig:
     beta: float = 0.01
     n_rank_negatives: int = 4
     rank_negatives_pairs: bool = True
+    rank_cosine_scale: float = 0.0  # 0: the paper's σ(pᵀW q); > 0: see ranking_loss
     generation: bool = True
 
 
@@ -132,7 +133,8 @@ class SeaterTask:
             pm = (paths >= 0).unsqueeze(-1).to(dec.dtype)
             z_y = (dec * pm).sum(2) / pm.sum(2).clamp(min=1)
             parts["rank"] = ranking_loss(z_x, z_y, torch.from_numpy(shared).to(dev),
-                                         self.model.rank_w, cfg.beta, cfg.rank_negatives_pairs)
+                                         self.model.rank_w, cfg.beta, cfg.rank_negatives_pairs,
+                                         cfg.rank_cosine_scale)
             total = total + cfg.lambda_rank * parts["rank"]
         logs = {k: float(v.detach()) for k, v in parts.items()}
         logs["total"] = float(total.detach())
