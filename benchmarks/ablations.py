@@ -40,6 +40,11 @@ def label(entry: dict[str, Any]) -> str:
     for tag in ("gen-only", "no-align", "no-rank", "scratch"):
         if v.endswith(tag) or f"-{tag}" in v:
             parts.append(tag)
+    cosine = re.search(r"-rankcos([\d.]+)", v)
+    if cosine:
+        parts.append(f"cosine rank score x{cosine.group(1)}")
+    if v.endswith("-refit") or "-refit " in v:
+        parts.append("(refit)")
     if budgeted(entry):
         parts.append("*")
     elif "@beam" in entry["key"]:

@@ -38,6 +38,8 @@ def evaluate_beams(run_dir: Path, beams: list[int], split_name: str = "test",
     split = make_split(data, cfg.protocol, seed=cfg.train.seed, refit=cfg.refit)
     evalset = getattr(split, split_name)
     entries = []
+    # the run's model.pt is the refit model when the run refit: name it so
+    variant = variant_name(cfg) + ("-refit" if cfg.refit else "")
     for beam in beams:
         task = SeaterTask(model, tree, split.train, torch.device("cpu"), cfg.losses,
                           beam_size=beam)
@@ -47,9 +49,9 @@ def evaluate_beams(run_dir: Path, beams: list[int], split_name: str = "test",
                        seed=cfg.train.seed, desc=f"beam {beam}")
         seconds = time.perf_counter() - start
         entry = {
-            "key": f"seater/{cfg.protocol}/{variant_name(cfg)}@beam{beam}",
+            "key": f"seater/{cfg.protocol}/{variant}@beam{beam}",
             "model": "seater",
-            "variant": f"{variant_name(cfg)} evaluated at beam {beam}",
+            "variant": f"{variant} evaluated at beam {beam}",
             "dataset": data.name,
             "protocol": {**split.describe(), "exclude_seen": cfg.excludes_seen(),
                          "max_history": cfg.model.max_len},
