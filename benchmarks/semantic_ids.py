@@ -2,6 +2,7 @@
 
     python benchmarks/semantic_ids.py [--dataset beauty] [--threads 1] [--quick]
         [--title-only] [--out reports/quality/semantic_ids_<dataset>.json]
+    python benchmarks/semantic_ids.py --refresh-pairs   # after a new SEATER run
 
 1. ``seater index semantic`` (MiniLM embeddings cached in runs/<dataset>/semantic/), the
    progressive auto-encoder, capacity-aware codes, report.json and the usage plot;
@@ -40,6 +41,10 @@ _parser.add_argument("--title-only", action="store_true", help="also a title-onl
 _parser.add_argument("--holdout", type=float, default=0.1,
                      help="fraction of items held out for the cold-start check (0 = skip)")
 _parser.add_argument("--runs", default="runs")
+_parser.add_argument("--refresh-pairs", action="store_true",
+                     help="only re-read the SEATER semantic/balanced pairs from "
+                          "reports/quality/<dataset>.json into the existing report "
+                          "(after a new `seater train seater` run; trains nothing)")
 _parser.add_argument("--out", default="")
 ARGS = _parser.parse_args() if __name__ == "__main__" else _parser.parse_args([])
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -69,13 +74,13 @@ from training.lmindexer.ami import (  # noqa: E402
     prefix_clusters,
 )
 from training.lmindexer.cold_start import cold_start  # noqa: E402
-from training.lmindexer.compare import compare  # noqa: E402
+from training.lmindexer.compare import compare, seater_comparison  # noqa: E402
 from training.lmindexer.config import ScheduleParams, SemanticRun, TextParams  # noqa: E402
 from training.lmindexer.pipeline import load_indexer, run_semantic, threads_limited  # noqa: E402
 from training.lmindexer.plots import plot_usage  # noqa: E402
 from training.lmindexer.text import Vocabulary, item_texts, minilm_encoder  # noqa: E402
 from training.lmindexer.train import Corpus, prefix_argmax, train_indexer  # noqa: E402
-from training.reports import REPORTS_DIR  # noqa: E402
+from training.reports import REPORTS_DIR, git_commit, now  # noqa: E402
 
 DEMO = [
     "OPI Nail Lacquer, Big Apple Red, 0.5 fl oz. Beauty > Makeup > Nails > Nail Polish",
@@ -182,11 +187,29 @@ def plot_ami(headline: dict[str, dict[str, float]], path: Path, title: str) -> N
     plt.close(fig)
 
 
+def refresh_pairs(out: Path, dataset: str, command: str) -> None:
+    """Swap in the current SEATER pairs without retraining: the rest of the report keeps
+    its own commit and command, and the refresh records its own."""
+    if not out.is_file():
+        raise SystemExit(f"{out} not found: run benchmarks/semantic_ids.py without "
+                         "--refresh-pairs first")
+    result = json.loads(out.read_text())
+    result["seater_loo"] = seater_comparison(dataset)
+    result["seater_loo_refreshed"] = {"command": command, "commit": git_commit(),
+                                      "created": now()}
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["seater_loo"], indent=2))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(ARGS.threads)
     command = "python benchmarks/semantic_ids.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    default_out = REPORTS_DIR / "quality" / f"semantic_ids_{ARGS.dataset}.json"
+    if ARGS.refresh_pairs:
+        refresh_pairs(Path(ARGS.out) if ARGS.out else default_out, ARGS.dataset, command)
+        return
     schedule = ScheduleParams(seed=ARGS.seed, threads=ARGS.threads, progress=False,
                               **({"epochs": 2} if ARGS.quick else {}))
     cfg = SemanticRun(dataset=ARGS.dataset, out_dir=ARGS.runs, train=schedule)
@@ -241,7 +264,7 @@ def main() -> None:
     ami_png = figures / f"semantic_ids_{data.name}_ami.png"
     plot_ami(result["ami_headline"], ami_png, f"{data.name}: AMI of ID prefixes vs categories")
     result["figures"]["ami"] = str(ami_png.relative_to(REPORTS_DIR.parent))
-    out = Path(ARGS.out) if ARGS.out else REPORTS_DIR / "quality" / f"semantic_ids_{data.name}.json"
+    out = Path(ARGS.out) if ARGS.out else default_out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"report": str(out), "ami": result["ami_headline"],
