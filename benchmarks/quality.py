@@ -72,8 +72,11 @@ def run(name: str, extra: list[str]) -> int:
     log = LOGS / f"{name}.log"
     print(f"[{group}] {name}: {shlex.join(cmd)}  (log: {log})", flush=True)
     start = time.monotonic()
+    # the venv's console script when this runs as .venv/bin/python without activation
+    beside = Path(sys.executable).parent / cmd[0]
+    argv = [str(beside), *cmd[1:]] if beside.is_file() else cmd
     with log.open("a") as f:
-        rc = subprocess.call(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+        rc = subprocess.call(argv, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
     print(f"  -> exit {rc} after {time.monotonic() - start:.0f} s", flush=True)
     return rc
