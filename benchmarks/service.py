@@ -9,9 +9,10 @@
     ``loadtests/locustfile.py`` headless (n = 10, beam 50, histories from
     data/beauty/interactions.txt: a random user cut at a random point), in three
     configurations on the same stack:
-      seater          micro-batching on  (SEATER_MAX_BATCH_SIZE=64, 2 ms max wait, 2 workers)
+      seater          micro-batching on  (SEATER_MAX_BATCH_SIZE=64, 2 ms max wait)
       seater_batch1   micro-batching off (SEATER_MAX_BATCH_SIZE=1)
       dense           the SASRec brute-force baseline bundle, micro-batching on
+    (every server with --batch-workers decoders, 2 by default: SEATER_BATCH_WORKERS)
     at several closed-loop user counts, interleaved (all three servers up and warmed, each
     user count runs every configuration in turn); every point records throughput, p50/p95/p99,
     failures, and the CPU seconds the server and locust used. The summary takes, per

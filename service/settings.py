@@ -58,8 +58,8 @@ class Settings(BaseSettings):
     queue_size: int = Field(1024, ge=1, le=1_000_000)
     batch_workers: int = Field(
         2, ge=1, le=16, description="Batches decoded at once: while one is in ONNX Runtime "
-        "(the GIL released) the next is gathered and started. On 2 cores with Beauty, 2 "
-        "workers served ~10-25% more requests/s than 1 at the same p99 (32 users).")
+        "(the GIL released) the next is gathered and started; compare with "
+        "`benchmarks/service.py --batch-workers 1`.")
     retry_after_s: int = Field(1, ge=1, le=3600)
     drain_timeout_s: float = Field(30.0, ge=0.0, le=600.0)
     gc_freeze: bool = Field(
