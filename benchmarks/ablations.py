@@ -100,52 +100,57 @@ def _rel(a: float, b: float) -> str:
     return f"{100 * (a / b - 1):+.1f}%"
 
 
+def _gaps(a: dict[str, float], b: dict[str, float]) -> tuple[str, str]:
+    """Relative recall@10 and ndcg@10 of ``a`` against ``b``."""
+    return _rel(a["recall@10"], b["recall@10"]), _rel(a["ndcg@10"], b["ndcg@10"])
+
+
 def findings(runs: list[dict[str, Any]], dataset: str) -> str:
     """The gaps the issue asks the report to state, computed from the rows above."""
-    by = {label(r): r["metrics"]["test"] for r in runs}
-    lines = ["", "## Findings (computed from the rows above)", ""]
-    pairs = [("SEATER balanced", "SASRec"), ("SEATER balanced (refit)", "SASRec (refit)")]
-    for mine, base in pairs:
-        if mine in by and base in by:
-            a, b = by[mine], by[base]
-            lines.append(f"- {mine} vs {base}: recall@10 {a['recall@10']:.4f} vs "
-                         f"{b['recall@10']:.4f} ({_rel(a['recall@10'], b['recall@10'])}), "
-                         f"ndcg@10 {a['ndcg@10']:.4f} vs {b['ndcg@10']:.4f} "
-                         f"({_rel(a['ndcg@10'], b['ndcg@10'])}).")
+    rows = {label(r): r for r in runs}
+    by = {k: r["metrics"]["test"] for k, r in rows.items()}
+    lines: list[str] = []
+    for mine, theirs in (("SEATER balanced", "SASRec"),
+                         ("SEATER balanced (refit)", "SASRec (refit)")):
+        if mine in by and theirs in by:
+            a, b = by[mine], by[theirs]
+            r10, n10 = _gaps(a, b)
+            lines.append(f"- {mine} vs {theirs}: recall@10 {a['recall@10']:.4f} vs "
+                         f"{b['recall@10']:.4f} ({r10}), ndcg@10 {a['ndcg@10']:.4f} vs "
+                         f"{b['ndcg@10']:.4f} ({n10}).")
     ref, main = TIGER.get(dataset), by.get("SEATER balanced (refit)") or by.get("SEATER balanced")
     if ref and main:
-        r10, n10 = (_rel(main[c], ref[c]) for c in ("recall@10", "ndcg@10"))
-        lines.append(f"- SEATER vs TIGER (published): recall@10 {r10}, ndcg@10 {n10}.")
+        lines.append("- SEATER vs TIGER (published): recall@10 {}, ndcg@10 {}."
+                     .format(*_gaps(main, ref)))
     base = by.get("SEATER balanced *")
-    budget = [k for k in by if k.endswith("*") and k != "SEATER balanced *"]
+    budget = sorted(k for k in by if k.endswith("*") and k != "SEATER balanced *")
     if base and budget:
-        lines.append("- Same 4-epoch budget, each variant against the full three-loss "
+        epochs = rows["SEATER balanced *"]["config"]["train"]["epochs"]
+        lines.append(f"- Same {epochs}-epoch budget, each variant against the full three-loss "
                      "configuration (recall@10 / ndcg@10): "
-                     + "; ".join(f"{k[:-2]} {_rel(by[k]['recall@10'], base['recall@10'])} / "
-                                 f"{_rel(by[k]['ndcg@10'], base['ndcg@10'])}"
-                                 for k in sorted(budget)) + ".")
+                     + "; ".join("{} {} / {}".format(k[:-2], *_gaps(by[k], base))
+                                 for k in budget) + ".")
     beams = sorted((int(k.rsplit(" ", 1)[1]), by[k]) for k in by if " beam " in k)
     if beams:
         top = beams[-1][1]["recall@10"]
         lines.append("- Beam size (recall@10 as a share of the widest beam): "
                      + ", ".join(f"{b} {m['recall@10'] / top:.1%}" for b, m in beams) + ".")
-    if len(lines) == 3:
+    if base and budget:
+        lines += [
+            "",
+            "What these runs tried to close the gap to SASRec: encoder and leaf embeddings",
+            "initialised from the trained SASRec, training examples from every prefix of each",
+            "sequence, refit on train + validation for the best epoch count, beam up to 100, a",
+            "cosine variant of the ranking score (the paper's σ(pᵀWq) saturates: the ranking",
+            "loss sits at its margin sum within a few epochs), and the loss switches above. A",
+            "negative delta for the three-loss row against gen-only means the alignment and",
+            "ranking losses cost quality at this budget; the gap to SASRec is then the decoder's",
+            "own: it must rank through a k-way softmax per level, where SASRec scores every item",
+            "against one user vector.",
+        ]
+    if not lines:
         return ""
-    if not (base and budget):
-        return "\n".join(lines) + "\n"
-    lines += [
-        "",
-        "What these runs tried to close the gap to SASRec: encoder and leaf embeddings",
-        "initialised from the trained SASRec, training examples from every prefix of each",
-        "sequence, refit on train + validation for the best epoch count, beam up to 100, a",
-        "cosine variant of the ranking score (the paper's σ(pᵀWq) saturates: the ranking",
-        "loss sits at its margin sum within a few epochs), and the loss switches above. A",
-        "negative delta for the three-loss row against gen-only means the alignment and",
-        "ranking losses cost quality at this budget; the gap to SASRec is then the decoder's",
-        "own: it must rank through a k-way softmax per level, where SASRec scores every item",
-        "against one user vector.",
-    ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(["", "## Findings (computed from the rows above)", "", *lines]) + "\n"
 
 
 def plots(runs: list[dict[str, Any]], dataset: str, fig_dir: Path) -> list[Path]:

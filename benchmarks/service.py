@@ -12,7 +12,7 @@
       seater          micro-batching on  (SEATER_MAX_BATCH_SIZE=64, 2 ms max wait)
       seater_batch1   micro-batching off (SEATER_MAX_BATCH_SIZE=1)
       dense           the SASRec brute-force baseline bundle, micro-batching on
-    (every server with --batch-workers decoders, 2 by default: SEATER_BATCH_WORKERS)
+    (every server with --batch-workers decoders: SEATER_BATCH_WORKERS, the service's default)
     at several closed-loop user counts, interleaved (all three servers up and warmed, each
     user count runs every configuration in turn); every point records throughput, p50/p95/p99,
     failures, and the CPU seconds the server and locust used. The summary takes, per
@@ -59,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # holds a ``service.py`` that would shadow the ``service`` package.
 sys.path.insert(0, str(ROOT))
 from benchmarks import engine as engine_bench  # noqa: E402
+from service.settings import Settings  # noqa: E402
 
 PARSER = engine_bench.PARSER
 PARSER.description = __doc__.split("\n")[0]
@@ -71,8 +72,9 @@ PARSER.add_argument("--server-threads", type=int, default=0,
 PARSER.add_argument("--spinning", action="store_true",
                     help="let ORT threads busy-wait (off by default: locust shares the CPU)")
 PARSER.add_argument("--max-wait-ms", type=float, default=2.0)
-PARSER.add_argument("--batch-workers", type=int, default=2,
-                    help="SEATER_BATCH_WORKERS of every server (batches decoded at once)")
+PARSER.add_argument("--batch-workers", type=int,
+                    default=Settings.model_fields["batch_workers"].default,
+                    help="SEATER_BATCH_WORKERS of every server (default: the service's)")
 PARSER.add_argument("--skip-engine", action="store_true")
 PARSER.add_argument("--skip-http", action="store_true")
 P99_TARGET_MS = 50.0
