@@ -7,6 +7,12 @@ final LayerNorm. Two deliberate differences, both to make outputs independent of
 much left padding a batch has (batches are trimmed to their longest row, and the service
 caches per-request states): positions are right-aligned (the most recent item always has
 the same position embedding) and padded keys are masked out of attention.
+
+``mask_padded_keys=False`` restores the original behaviour (RecTools' default too): left
+padding stays visible to attention as zero vectors, whose keys and values are the
+projections' biases, so a short history puts more weight on that learned "nothing here"
+slot. Outputs then depend on the padded length, so such a model must always see
+``max_len`` inputs.
 """
 
 from __future__ import annotations
@@ -82,11 +88,14 @@ class SequenceEncoder(nn.Module):
         max_len: int,
         causal: bool = True,
         ff_mult: int = 1,
+        scale_input: bool = True,
+        mask_padded_keys: bool = True,
     ) -> None:
         super().__init__()
         self.max_len = max_len
         self.causal = causal
-        self.scale = math.sqrt(d_model)
+        self.scale = math.sqrt(d_model) if scale_input else 1.0
+        self.mask_padded_keys = mask_padded_keys
         self.pos = nn.Embedding(max_len, d_model)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
@@ -101,8 +110,11 @@ class SequenceEncoder(nn.Module):
         x = self.drop(emb * self.scale + self.pos(pos))
         keep = real.unsqueeze(-1).to(x.dtype)
         x = x * keep
-        eye = torch.eye(t, dtype=torch.bool, device=emb.device)
-        allowed = real[:, None, None, :] | eye  # a padded query attends to itself: no NaN
+        if self.mask_padded_keys:
+            eye = torch.eye(t, dtype=torch.bool, device=emb.device)
+            allowed = real[:, None, None, :] | eye  # a padded query attends to itself: no NaN
+        else:  # padded keys stay visible as zero vectors; callers must pad to max_len
+            allowed = torch.ones(1, 1, t, t, dtype=torch.bool, device=emb.device)
         if self.causal:
             allowed = allowed & torch.ones(t, t, dtype=torch.bool, device=emb.device).tril()
         for block in self.blocks:

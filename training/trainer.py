@@ -38,6 +38,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
+    adam_beta2: float = 0.999  # RecTools' transformers use 0.98
     patience: int = 10
     metric: str = "ndcg@10"
     eval_batch_size: int = 512
@@ -152,7 +153,8 @@ def train(
         torch.set_num_threads(cfg.threads)
     module = task.module
     device = next(module.parameters()).device
-    opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, betas=(0.9, cfg.adam_beta2),
+                           weight_decay=cfg.weight_decay)
     state = TrainState()
     # One shuffle for all ranks (same seed); each rank takes every world-th batch of it.
     rng = np.random.default_rng(cfg.seed)

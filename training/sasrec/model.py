@@ -41,6 +41,15 @@ class SASRecParams:
     # gather); "position": fresh negatives per position as RecTools samples them (a
     # gather whose backward takes ~75% of a CPU epoch, measured with torch.profiler).
     negatives: Literal["batch", "sequence", "position"] = "sequence"
+    # RecTools' SASRec (the eSASRec study's backbone) differs from the original in three
+    # details, each switchable here: "xavier" initialises every matrix (item embeddings
+    # included, so they start near 0.01) with Xavier-normal and adds positions to the
+    # unscaled embeddings; ``item_dropout`` drops out the whole catalogue's embeddings
+    # (the rows scored as targets and negatives, not only the inputs); and
+    # ``mask_padded_keys=False`` leaves left padding visible to attention.
+    init: Literal["sasrec", "xavier"] = "sasrec"
+    item_dropout: float = 0.0
+    mask_padded_keys: bool = True
 
 
 class SASRec(nn.Module):
@@ -51,17 +60,37 @@ class SASRec(nn.Module):
         self.pad_id = n_items
         self.item_emb = nn.Embedding(n_items + 1, p.d_model, padding_idx=n_items)
         self.encoder = SequenceEncoder(
-            p.d_model, p.n_layers, p.n_heads, p.dropout, p.max_len, causal=True, ff_mult=p.ff_mult
+            p.d_model, p.n_layers, p.n_heads, p.dropout, p.max_len, causal=True,
+            ff_mult=p.ff_mult, scale_input=p.init == "sasrec",
+            mask_padded_keys=p.mask_padded_keys,
         )
-        # N(0, 1/d), multiplied by sqrt(d) at the input (original SASRec). RecTools-style
-        # N(0, 1) embeddings without the scaling collapsed here (valid NDCG@10 0.009).
-        nn.init.normal_(self.item_emb.weight, std=p.d_model**-0.5)
+        if p.init == "xavier":
+            for w in self.parameters():
+                if w.dim() > 1:
+                    nn.init.xavier_normal_(w)
+        else:
+            # N(0, 1/d), multiplied by sqrt(d) at the input (original SASRec). N(0, 1)
+            # embeddings without the scaling collapsed here (valid NDCG@10 0.009).
+            nn.init.normal_(self.item_emb.weight, std=p.d_model**-0.5)
         with torch.no_grad():
             self.item_emb.weight[self.pad_id].zero_()
 
-    def encode(self, seq: torch.Tensor) -> torch.Tensor:
-        """Shape: seq int64 [B, T] left-padded with pad_id -> states [B, T, d]."""
-        return self.encoder(self.item_emb(seq), seq != self.pad_id)
+    def catalogue(self) -> torch.Tensor:
+        """All embedding rows (pad last), dropped out as a whole while training."""
+        w = self.item_emb.weight
+        return F.dropout(w, self.p.item_dropout, self.training) if self.p.item_dropout else w
+
+    def encode(self, seq: torch.Tensor, catalogue: torch.Tensor | None = None) -> torch.Tensor:
+        """Shape: seq int64 [B, T] left-padded with pad_id -> states [B, T, d].
+
+        With visible padding the states depend on how much of it there is, so the input
+        is left-padded to ``max_len`` here, whatever length the caller trimmed it to.
+        """
+        t = seq.shape[1]
+        if not self.p.mask_padded_keys:
+            seq = F.pad(seq, (self.p.max_len - t, 0), value=self.pad_id)
+        emb = self.item_emb(seq) if catalogue is None else F.embedding(seq, catalogue)
+        return self.encoder(emb, seq != self.pad_id)[:, -t:]
 
     def forward(self, seq: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         """States without ``target``; with it, the next-item loss at every real position.
@@ -69,11 +98,12 @@ class SASRec(nn.Module):
         One entry point for both, so DistributedDataParallel sees the training pass.
         Shape: seq, target int64 [B, T].
         """
-        h = self.encode(seq)
         if target is None:
-            return h
+            return self.encode(seq)
+        catalogue = self.catalogue()
+        h = self.encode(seq, catalogue)
         real = target != self.pad_id
-        items = self.item_emb.weight[: self.n_items]
+        items = catalogue[: self.n_items]
         if self.p.loss == "ss" and self.p.negatives == "sequence":
             return self._sequence_sampled_softmax(h, target, real, items)
         h = h[real]  # (P, d)

@@ -75,6 +75,14 @@ def variant_name(cfg: SASRecRun) -> str:
     parts = [f"{p.loss}", f"d{p.d_model}", f"L{p.n_layers}", f"h{p.n_heads}", f"len{p.max_len}"]
     if p.loss == "ss":
         parts.append(f"neg{p.n_negatives}-{p.negatives}")
+    if p.init != "sasrec":
+        parts.append(p.init)
+    if p.item_dropout:
+        parts.append(f"itemdrop{p.item_dropout:g}")
+    if not p.mask_padded_keys:
+        parts.append("padkeys")
+    if cfg.train.adam_beta2 != TrainConfig.adam_beta2:
+        parts.append(f"b2-{cfg.train.adam_beta2:g}")
     return "-".join(parts)
 
 
