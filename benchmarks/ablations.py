@@ -33,7 +33,10 @@ def label(entry: dict[str, Any]) -> str:
     if entry["model"] == "sasrec":
         d = re.search(r"-d(\d+)-", v)
         width = f" d={d.group(1)}" if d and d.group(1) != "64" else ""
-        return "SASRec" + width + (" (refit)" if v.endswith("-refit") else "")
+        style = " RecTools-style" if "-xavier" in v else ""
+        neg = re.search(r"-neg(\d+)-batch", v)
+        shared = f" {neg.group(1)} shared negatives" if neg else ""
+        return "SASRec" + width + style + shared + (" (refit)" if v.endswith("-refit") else "")
     ids = v.split("-", 1)[0]
     k = re.search(r"-k(\d+)-", v)
     parts = ["SEATER", ids]
@@ -110,14 +113,19 @@ def findings(runs: list[dict[str, Any]], dataset: str) -> str:
     rows = {label(r): r for r in runs}
     by = {k: r["metrics"]["test"] for k, r in rows.items()}
     lines: list[str] = []
-    for mine, theirs in (("SEATER balanced", "SASRec"),
-                         ("SEATER balanced (refit)", "SASRec (refit)")):
-        if mine in by and theirs in by:
-            a, b = by[mine], by[theirs]
-            r10, n10 = _gaps(a, b)
-            lines.append(f"- {mine} vs {theirs}: recall@10 {a['recall@10']:.4f} vs "
-                         f"{b['recall@10']:.4f} ({r10}), ndcg@10 {a['ndcg@10']:.4f} vs "
-                         f"{b['ndcg@10']:.4f} ({n10}).")
+    for mine, refit in (("SEATER balanced", False), ("SEATER balanced (refit)", True)):
+        # the SASRec whose embeddings built the tree, and the strongest SASRec row if
+        # another one is (both early-stopped, or both refit)
+        sasrecs = [k for k in by if k.startswith("SASRec") and k.endswith("(refit)") == refit]
+        plain = "SASRec (refit)" if refit else "SASRec"
+        best = max(sasrecs, key=lambda k: by[k]["recall@10"], default=None)
+        for theirs in dict.fromkeys(k for k in (plain, best) if k in by):
+            if mine in by:
+                a, b = by[mine], by[theirs]
+                r10, n10 = _gaps(a, b)
+                lines.append(f"- {mine} vs {theirs}: recall@10 {a['recall@10']:.4f} vs "
+                             f"{b['recall@10']:.4f} ({r10}), ndcg@10 {a['ndcg@10']:.4f} vs "
+                             f"{b['ndcg@10']:.4f} ({n10}).")
     ref, main = TIGER.get(dataset), by.get("SEATER balanced (refit)") or by.get("SEATER balanced")
     if ref and main:
         lines.append("- SEATER vs TIGER (published): recall@10 {}, ndcg@10 {}."

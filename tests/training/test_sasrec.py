@@ -33,6 +33,67 @@ def test_padding_does_not_change_the_state():
     assert torch.allclose(a, b, atol=1e-5)
 
 
+RECTOOLS = replace(SMALL, init="xavier", item_dropout=0.2, mask_padded_keys=False)
+
+
+def test_visible_padding_is_always_padded_to_max_len():
+    # with padding visible to attention the state depends on how much of it there is, so
+    # the model pads to max_len itself: trimmed or fully padded input, one answer
+    torch.manual_seed(0)
+    model = SASRec(50, RECTOOLS).eval()
+    hist = torch.tensor([[3, 7, 9, 11], [model.pad_id, 5, 6, 8]])
+    full = torch.cat([torch.full((2, 16), model.pad_id), hist], 1)
+    assert torch.allclose(model.user_states(hist), model.user_states(full), atol=1e-5)
+    assert model.encode(hist).shape == (2, 4, SMALL.d_model)
+    # ... and the visible padding is a real difference from the masked model
+    masked = SASRec(50, replace(RECTOOLS, mask_padded_keys=True)).eval()
+    masked.load_state_dict(model.state_dict())
+    assert (masked.user_states(hist) - model.user_states(hist)).abs().max() > 1e-3
+    # the training loss too: trimmed rows (as SASRecTask cuts them) = rows padded to max_len
+    target = torch.tensor([[7, 9, 11, 12], [model.pad_id, 6, 8, 13]])
+    full_target = torch.cat([torch.full((2, 16), model.pad_id), target], 1)
+    torch.manual_seed(1)
+    a = model(hist, target)
+    torch.manual_seed(1)
+    b = model(full, full_target)
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_catalogue_dropout_drops_scored_items_only_while_training():
+    model = SASRec(400, replace(SMALL, item_dropout=0.5))
+    w = model.item_emb.weight
+    model.train()
+    cat = model.catalogue()
+    kept = cat[:-1] != 0
+    assert 0.45 < kept.float().mean() < 0.55
+    assert torch.allclose(cat[:-1][kept], 2 * w[:-1][kept])
+    model.eval()
+    assert model.catalogue() is w
+    # every embedding dropped: inputs and scored items are zero, so every BCE logit is 0
+    # and the loss is exactly ln 2
+    gone = SASRec(50, replace(SMALL, item_dropout=1.0, loss="bce")).train()
+    seq = torch.tensor([[1, 2, 3, 4]])
+    assert gone(seq, seq + 1).item() == pytest.approx(np.log(2), abs=1e-6)
+
+
+def test_xavier_init_starts_items_small_and_unscaled():
+    model = SASRec(5000, replace(SMALL, init="xavier"))
+    emb = model.item_emb.weight
+    assert emb[:-1].std().item() == pytest.approx((2 / (5001 + SMALL.d_model)) ** 0.5, rel=0.05)
+    assert torch.all(emb[model.pad_id] == 0)
+    assert model.encoder.scale == 1.0
+    assert SASRec(5000, SMALL).encoder.scale == pytest.approx(SMALL.d_model**0.5)
+
+
+def test_visible_padding_exports_with_parity(tmp_path):
+    from training.sasrec.export import check_parity, export_encoder
+
+    torch.manual_seed(0)
+    model = SASRec(60, RECTOOLS).eval()
+    export_encoder(model, tmp_path / "encoder.onnx")
+    assert check_parity(model, tmp_path / "encoder.onnx") < 1e-4  # T = 1, 4 and max_len
+
+
 @pytest.mark.parametrize("loss", ["ss", "ce", "bce"])
 def test_each_loss_trains_above_popularity(data, loss, tmp_path):
     seed_everything(0)
