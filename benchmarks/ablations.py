@@ -114,18 +114,19 @@ def findings(runs: list[dict[str, Any]], dataset: str) -> str:
     by = {k: r["metrics"]["test"] for k, r in rows.items()}
     lines: list[str] = []
     for mine, refit in (("SEATER balanced", False), ("SEATER balanced (refit)", True)):
+        if mine not in by:
+            continue
         # the SASRec whose embeddings built the tree, and the strongest SASRec row if
         # another one is (both early-stopped, or both refit)
         sasrecs = [k for k in by if k.startswith("SASRec") and k.endswith("(refit)") == refit]
         plain = "SASRec (refit)" if refit else "SASRec"
         best = max(sasrecs, key=lambda k: by[k]["recall@10"], default=None)
         for theirs in dict.fromkeys(k for k in (plain, best) if k in by):
-            if mine in by:
-                a, b = by[mine], by[theirs]
-                r10, n10 = _gaps(a, b)
-                lines.append(f"- {mine} vs {theirs}: recall@10 {a['recall@10']:.4f} vs "
-                             f"{b['recall@10']:.4f} ({r10}), ndcg@10 {a['ndcg@10']:.4f} vs "
-                             f"{b['ndcg@10']:.4f} ({n10}).")
+            a, b = by[mine], by[theirs]
+            r10, n10 = _gaps(a, b)
+            lines.append(f"- {mine} vs {theirs}: recall@10 {a['recall@10']:.4f} vs "
+                         f"{b['recall@10']:.4f} ({r10}), ndcg@10 {a['ndcg@10']:.4f} vs "
+                         f"{b['ndcg@10']:.4f} ({n10}).")
     ref, main = TIGER.get(dataset), by.get("SEATER balanced (refit)") or by.get("SEATER balanced")
     if ref and main:
         lines.append("- SEATER vs TIGER (published): recall@10 {}, ndcg@10 {}."

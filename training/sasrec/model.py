@@ -89,7 +89,8 @@ class SASRec(nn.Module):
         t = seq.shape[1]
         if not self.p.mask_padded_keys:
             seq = F.pad(seq, (self.p.max_len - t, 0), value=self.pad_id)
-        emb = self.item_emb(seq) if catalogue is None else F.embedding(seq, catalogue)
+        weight = self.item_emb.weight if catalogue is None else catalogue
+        emb = F.embedding(seq, weight, padding_idx=self.pad_id)
         return self.encoder(emb, seq != self.pad_id)[:, -t:]
 
     def forward(self, seq: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
