@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[train,serve,text,dev]'
+	$(BIN)/python -m pip install -q -e '.[train,serve,text,dev,bench]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,0 +1,1 @@
+"""Heavy runs whose measured results land under reports/: ``python -m benchmarks.<name>``."""
