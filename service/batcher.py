@@ -232,7 +232,8 @@ class MicroBatcher:
                 raise InternalError(
                     f"encoder returned {len(encoded)} states for {len(missing)} histories"
                 )
-            fresh = dict(zip(missing, encoded, strict=True))
+            # Searched as the cache will hand them back: a repeat answers identically.
+            fresh = {key: self.cache.as_cached(s) for key, s in zip(missing, encoded, strict=True)}
         states = [s if s is not None else fresh[k] for s, k in zip(found, keys, strict=True)]
         n = np.array([j.n for j in jobs], dtype=np.int64)
         beam = np.array([j.beam for j in jobs], dtype=np.int64)

@@ -2,10 +2,13 @@
 
 The encoder runs once per distinct (model version, truncated history); its states are
 stored as a compact binary payload (small header + float16/float32 arrays) under a key
-made of the prefix, the version and a hash of the history. The cache is an optimisation
-only: every backend error (timeout, refused connection, corrupt payload) is counted and
-answered as a miss, never raised, and a circuit breaker stops paying the timeout while
-Redis is down.
+made of the prefix, the version and a hash of the history. A fresh state is first put
+into the form a later lookup returns (:meth:`StateCache.as_cached`, e.g. rounded to
+float16) and only then searched, so a request answers the same items in the same order
+whether its state was just computed, cached by this replica or by another one. The cache
+is an optimisation only: every backend error (timeout, refused connection, corrupt
+payload) is counted and answered as a miss, never raised, and a circuit breaker stops
+paying the timeout while Redis is down.
 """
 
 from __future__ import annotations
@@ -93,6 +96,10 @@ class StateCache(Protocol):
 
     backend: str
 
+    def as_cached(self, state: EncoderState) -> EncoderState:
+        """``state`` exactly as a later ``get_many`` will return it. Pure: safe in any thread."""
+        ...
+
     async def get_many(self, keys: Sequence[str]) -> list[EncoderState | None]: ...
 
     async def set_many(self, items: Sequence[tuple[str, EncoderState]]) -> None: ...
@@ -107,6 +114,9 @@ class NullCache:
 
     def __init__(self, metrics: ServiceMetrics) -> None:
         self._metrics = metrics
+
+    def as_cached(self, state: EncoderState) -> EncoderState:
+        return state
 
     async def get_many(self, keys: Sequence[str]) -> list[EncoderState | None]:
         self._metrics.cache_misses.inc(len(keys))
@@ -134,6 +144,9 @@ class LruCache:
 
     def __len__(self) -> int:
         return len(self._data)
+
+    def as_cached(self, state: EncoderState) -> EncoderState:
+        return state  # the very object is kept
 
     async def get_many(self, keys: Sequence[str]) -> list[EncoderState | None]:
         out: list[EncoderState | None] = []
@@ -207,6 +220,10 @@ class RedisCache:
             return None
         self.breaker.record_success()
         return result
+
+    def as_cached(self, state: EncoderState) -> EncoderState:
+        """Through the payload codec, so a fresh state carries the stored ``dtype``'s rounding."""
+        return decode_state(encode_state(state, self.dtype))
 
     async def get_many(self, keys: Sequence[str]) -> list[EncoderState | None]:
         if not keys:

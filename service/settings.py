@@ -73,7 +73,10 @@ class Settings(BaseSettings):
     cache_enabled: bool = True
     cache_prefix: str = Field("seater:enc:", min_length=1, max_length=64)
     cache_ttl_s: int = Field(3600, ge=1, le=30 * 24 * 3600)
-    cache_dtype: Literal["float16", "float32"] = "float16"
+    cache_dtype: Literal["float16", "float32"] = Field(
+        "float16", description="Encoder states in Redis: float16 halves the memory; fresh "
+        "states are rounded the same way before use, so a cached answer equals the uncached "
+        "one (float32: both equal the offline float32 model).")
     lru_size: int = Field(10_000, ge=0, le=10_000_000)
     redis_timeout_ms: float = Field(20.0, gt=0.0, le=5000.0)
     breaker_threshold: int = Field(5, ge=1, le=1000)

@@ -103,6 +103,31 @@ async def test_redis_cache_round_trips_with_ttl(redis_prefix):
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+async def test_as_cached_is_bit_for_bit_what_redis_hands_back(redis_prefix, dtype):
+    cache = RedisCache(
+        REDIS_URL, ttl_s=60, timeout_s=0.5, dtype=dtype,
+        breaker=CircuitBreaker(3, 1.0), metrics=ServiceMetrics(),
+    )  # fmt: skip
+    s = state(t=7, seed=4)
+    s = EncoderState(s.memory_k / 3, s.memory_v / 7, s.memory_bias)  # not exact in float16
+    await cache.set_many([(f"{redis_prefix}k", s)])
+    (got,) = await cache.get_many([f"{redis_prefix}k"])
+    await cache.close()
+    want = cache.as_cached(s)
+    for name in ("memory_k", "memory_v", "memory_bias"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+    assert (dtype == "float32") == np.array_equal(want.memory_k, s.memory_k)
+
+
+async def test_the_in_process_cache_keeps_the_state_as_it_was_searched():
+    lru = LruCache(4, ServiceMetrics())
+    s = state()
+    await lru.set_many([("k", lru.as_cached(s))])
+    assert (await lru.get_many(["k"]))[0] is s and lru.as_cached(s) is s
+
+
+@pytest.mark.redis
 async def test_http_repeat_is_a_redis_hit_and_the_key_is_versioned(make_settings, redis_prefix):
     settings = make_settings(redis_url=REDIS_URL, cache_prefix=redis_prefix)
     async with running(settings) as client:
