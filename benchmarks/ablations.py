@@ -2,9 +2,10 @@
 
 Nothing here is measured anew: every number comes from an entry that `seater train
 seater` (via benchmarks/quality.py) or `seater evaluate --beam ...` wrote, so the figure
-and the table can be regenerated at any time and always agree with the JSONs.
+and the table can be regenerated at any time and always agree with the JSONs. Rows are
+labelled from each entry's recorded config, not from its variant name.
 
-    python benchmarks/ablations.py --dataset beauty
+    python -m benchmarks.ablations --dataset beauty
       -> reports/ablations_<ds>.md, reports/figures/seater_ablations_<ds>.png,
          reports/figures/seater_beam_<ds>.png
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,28 +29,37 @@ COLS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20")
 
 
 def label(entry: dict[str, Any]) -> str:
-    """A short human label from a variant name like ``balanced-k16-d64-beam50-no-rank``."""
-    v = entry["variant"]
+    """A short human label from the entry's config, e.g. ``SEATER balanced no-rank *``.
+
+    Defaults are left out (SASRec d=64 with its own init, SEATER k=16 with all three
+    losses), so a label names only what the row changed.
+    """
+    cfg = entry.get("config", {})
+    refit = " (refit)" if entry["protocol"].get("refit_on_validation") else ""
     if entry["model"] == "sasrec":
-        d = re.search(r"-d(\d+)-", v)
-        width = f" d={d.group(1)}" if d and d.group(1) != "64" else ""
-        style = " RecTools-style" if "-xavier" in v else ""
-        neg = re.search(r"-neg(\d+)-batch", v)
-        shared = f" {neg.group(1)} shared negatives" if neg else ""
-        return "SASRec" + width + style + shared + (" (refit)" if v.endswith("-refit") else "")
-    ids = v.split("-", 1)[0]
-    k = re.search(r"-k(\d+)-", v)
-    parts = ["SEATER", ids]
-    if k and k.group(1) != "16":
-        parts.append(f"k={k.group(1)}")
-    for tag in ("gen-only", "no-align", "no-rank", "scratch"):
-        if v.endswith(tag) or f"-{tag}" in v:
-            parts.append(tag)
-    cosine = re.search(r"-rankcos([\d.]+)", v)
-    if cosine:
-        parts.append(f"cosine rank score x{cosine.group(1)}")
-    if v.endswith("-refit") or "-refit " in v:
-        parts.append("(refit)")
+        model = cfg.get("model", {})
+        width = f" d={model['d_model']}" if model.get("d_model", 64) != 64 else ""
+        style = " RecTools-style" if model.get("init") == "xavier" else ""
+        shared = (f" {model['n_negatives']} shared negatives"
+                  if model.get("negatives") == "batch" else "")
+        return "SASRec" + width + style + shared + refit
+    tree, losses = cfg.get("tree", {}), cfg.get("losses", {})
+    parts = ["SEATER", tree.get("ids", "balanced")]
+    if tree.get("k", 16) != 16:
+        parts.append(f"k={tree['k']}")
+    align, rank = losses.get("lambda_align", 1), losses.get("lambda_rank", 1)
+    if align == 0 and rank == 0:
+        parts.append("gen-only")
+    elif align == 0:
+        parts.append("no-align")
+    elif rank == 0:
+        parts.append("no-rank")
+    if not cfg.get("init_from_sasrec", True):
+        parts.append("scratch")
+    if rank > 0 and losses.get("rank_cosine_scale", 0) > 0:
+        parts.append(f"cosine rank score x{losses['rank_cosine_scale']:g}")
+    if refit:
+        parts.append(refit.strip())
     if budgeted(entry):
         parts.append("*")
     elif "@beam" in entry["key"]:
@@ -64,11 +74,15 @@ def budgeted(entry: dict[str, Any]) -> bool:
 
 
 def load(dataset: str, protocol: str = "loo") -> list[dict[str, Any]]:
+    """The dataset's tested entries of ``protocol``; a beam re-evaluation
+    (``<key>@beam<b>``) carries the config of the run it evaluated."""
     path = REPORTS / "quality" / f"{dataset}.json"
     if not path.is_file():
-        raise SystemExit(f"{path} not found: run benchmarks/quality.py first")
+        raise SystemExit(f"{path} not found: run `python -m benchmarks.quality` first")
     runs = json.loads(path.read_text())["runs"]
-    return [r for r in runs if r["protocol"]["protocol"] == protocol and "test" in r["metrics"]]
+    configs = {r["key"]: r["config"] for r in runs if "config" in r}
+    return [{"config": configs.get(r["key"].split("@beam")[0], {}), **r} for r in runs
+            if r["protocol"]["protocol"] == protocol and "test" in r["metrics"]]
 
 
 def table(runs: list[dict[str, Any]], dataset: str) -> str:
@@ -181,7 +195,7 @@ def plots(runs: list[dict[str, Any]], dataset: str, fig_dir: Path) -> list[Path]
         ax.bar([x + w / 2 for x in xs], [r["metrics"]["test"]["ndcg@10"] for r in seater],
                w, label="ndcg@10")
         for r in train_runs:
-            if r["model"] == "sasrec" and not r["variant"].endswith("-refit"):
+            if r["model"] == "sasrec" and not r["protocol"].get("refit_on_validation"):
                 ax.axhline(r["metrics"]["test"]["recall@10"], ls="--", c="C0", lw=1,
                            label="SASRec recall@10")
                 ax.axhline(r["metrics"]["test"]["ndcg@10"], ls="--", c="C1", lw=1,
@@ -223,17 +237,18 @@ def plots(runs: list[dict[str, Any]], dataset: str, fig_dir: Path) -> list[Path]
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ablations", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="beauty")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     runs = load(args.dataset)
     md = REPORTS / f"ablations_{args.dataset}.md"
     md.write_text(table(runs, args.dataset) + findings(runs, args.dataset))
     for p in [md, *plots(runs, args.dataset, REPORTS / "figures")]:
         print(p.relative_to(ROOT))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

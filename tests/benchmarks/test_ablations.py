@@ -5,29 +5,68 @@ from __future__ import annotations
 from benchmarks.ablations import findings, label
 
 
-def row(model: str, variant: str, r10: float, n10: float, epochs: int = 200) -> dict:
-    return {"model": model, "variant": variant, "key": f"{model}/loo/{variant}",
-            "config": {"train": {"epochs": epochs}},
+def row(kind: str, variant: str, r10: float, n10: float, epochs: int = 200,
+        refit: bool = False, **config) -> dict:
+    """A report entry; ``config`` holds the sections the label reads (model, tree, losses).
+
+    The variant name is kept realistic but the label must not depend on it."""
+    return {"model": kind, "variant": variant, "key": f"{kind}/loo/{variant}",
+            "protocol": {"protocol": "loo", "refit_on_validation": refit},
+            "config": {"train": {"epochs": epochs}, **config},
             "metrics": {"test": {"recall@10": r10, "ndcg@10": n10}}}
 
 
-def test_labels_tell_widths_refits_and_budgets_apart():
-    assert label(row("sasrec", "ss-d64-L1-h1-len50-neg256-sequence", 0, 0)) == "SASRec"
-    assert label(row("sasrec", "ss-d256-L1-h1-len50-neg256-sequence-refit", 0, 0)) == (
-        "SASRec d=256 (refit)")
-    assert label(row("sasrec", "ss-d64-L1-h1-len50-neg4096-batch-xavier-itemdrop0.2-padkeys"
-                               "-b2-0.98-refit", 0, 0)) == (
+SASREC = {"model": {"d_model": 64, "negatives": "sequence", "n_negatives": 256}}
+SEATER = {"tree": {"ids": "balanced", "k": 16},
+          "losses": {"lambda_align": 0.05, "lambda_rank": 0.05}}
+
+
+def test_labels_come_from_the_config_not_the_variant_name():
+    assert label(row("sasrec", "ss-d64-L1-h1-len50-neg256-sequence", 0, 0, **SASREC)) == "SASRec"
+    wide = {"model": {**SASREC["model"], "d_model": 256}}
+    assert label(row("sasrec", "x", 0, 0, refit=True, **wide)) == "SASRec d=256 (refit)"
+    rectools = {"model": {"d_model": 64, "init": "xavier", "negatives": "batch",
+                          "n_negatives": 4096}}
+    assert label(row("sasrec", "x", 0, 0, refit=True, **rectools)) == (
         "SASRec RecTools-style 4096 shared negatives (refit)")
-    assert label(row("seater", "balanced-k16-d64-beam50-no-rank-ep4", 0, 0, epochs=4)) == (
-        "SEATER balanced no-rank *")
+    no_rank = {**SEATER, "losses": {"lambda_align": 0.05, "lambda_rank": 0.0}}
+    assert label(row("seater", "x", 0, 0, epochs=4, **no_rank)) == "SEATER balanced no-rank *"
+    gen_only = {**SEATER, "losses": {"lambda_align": 0.0, "lambda_rank": 0.0,
+                                     "rank_cosine_scale": 5.0}}  # no rank loss: no cosine
+    assert label(row("seater", "x", 0, 0, epochs=4, **gen_only)) == "SEATER balanced gen-only *"
+    cosine = {**SEATER, "losses": {**SEATER["losses"], "rank_cosine_scale": 5.0}}
+    assert label(row("seater", "x", 0, 0, epochs=4, **cosine)) == (
+        "SEATER balanced cosine rank score x5 *")
+    k8 = {"tree": {"ids": "kmeans", "k": 8}, "losses": SEATER["losses"],
+          "init_from_sasrec": False}
+    assert label(row("seater", "x", 0, 0, refit=True, **k8)) == (
+        "SEATER kmeans k=8 scratch (refit)")
+
+
+def test_a_beam_re_evaluation_is_labelled_with_its_runs_config(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import ablations
+
+    trained = row("seater", "balanced-k8-d64-beam50-refit", 0.07, 0.04, refit=True,
+                  **{**SEATER, "tree": {"ids": "balanced", "k": 8}})
+    beam = {k: v for k, v in trained.items() if k != "config"}
+    beam.update(key=trained["key"] + "@beam10", beam_size=10,
+                variant=trained["variant"] + " evaluated at beam 10")
+    (tmp_path / "quality").mkdir()
+    (tmp_path / "quality" / "beauty.json").write_text(json.dumps({"runs": [trained, beam]}))
+    monkeypatch.setattr(ablations, "REPORTS", tmp_path)
+    labels = [label(r) for r in ablations.load("beauty")]
+    assert labels == ["SEATER balanced k=8 (refit)", "SEATER balanced k=8 (refit) beam 10"]
 
 
 def test_gaps_are_relative_to_the_named_baseline():
     runs = [
-        row("sasrec", "ss-d64-L1-h1-len50-neg256-sequence", 0.0800, 0.0500),
-        row("seater", "balanced-k16-d64-beam50", 0.0760, 0.0510),
-        row("seater", "balanced-k16-d64-beam50-ep4", 0.0700, 0.0400, epochs=4),
-        row("seater", "balanced-k16-d64-beam50-gen-only-ep4", 0.0770, 0.0380, epochs=4),
+        row("sasrec", "ss-d64-L1-h1-len50-neg256-sequence", 0.0800, 0.0500, **SASREC),
+        row("seater", "balanced-k16-d64-beam50", 0.0760, 0.0510, **SEATER),
+        row("seater", "balanced-k16-d64-beam50-ep4", 0.0700, 0.0400, epochs=4, **SEATER),
+        row("seater", "balanced-k16-d64-beam50-gen-only-ep4", 0.0770, 0.0380, epochs=4,
+            tree=SEATER["tree"], losses={"lambda_align": 0.0, "lambda_rank": 0.0}),
     ]
     text = findings(runs, "beauty")
     # 0.0760 / 0.0800 - 1 = -5.0 %, 0.0510 / 0.0500 - 1 = +2.0 %
@@ -41,10 +80,12 @@ def test_gaps_are_relative_to_the_named_baseline():
 
 def test_seater_is_also_compared_with_the_strongest_sasrec():
     runs = [
-        row("sasrec", "ss-d64-L1-h1-len50-neg256-sequence", 0.0800, 0.0500),
-        row("sasrec", "ss-d64-L1-h1-len50-neg256-sequence-xavier-itemdrop0.2", 0.0900, 0.0540),
-        row("sasrec", "ss-d256-L1-h1-len50-neg256-sequence", 0.0700, 0.0400),
-        row("seater", "balanced-k16-d64-beam50", 0.0720, 0.0510),
+        row("sasrec", "ss-d64-L1-h1-len50-neg256-sequence", 0.0800, 0.0500, **SASREC),
+        row("sasrec", "ss-d64-L1-h1-len50-neg256-sequence-xavier-itemdrop0.2", 0.0900, 0.0540,
+            model={**SASREC["model"], "init": "xavier"}),
+        row("sasrec", "ss-d256-L1-h1-len50-neg256-sequence", 0.0700, 0.0400,
+            model={**SASREC["model"], "d_model": 256}),
+        row("seater", "balanced-k16-d64-beam50", 0.0720, 0.0510, **SEATER),
     ]
     text = findings(runs, "beauty")
     # 0.0720 / 0.0900 - 1 = -20.0 %, 0.0510 / 0.0540 - 1 = -5.6 %
@@ -55,5 +96,5 @@ def test_seater_is_also_compared_with_the_strongest_sasrec():
 
 
 def test_no_pairs_no_findings():
-    assert findings([row("sasrec", "ss-d64-L1-h1-len50-neg256-sequence", 0.08, 0.05)],
+    assert findings([row("sasrec", "ss-d64-L1-h1-len50-neg256-sequence", 0.08, 0.05, **SASREC)],
                     "beauty") == ""
