@@ -1,19 +1,36 @@
 """The ``seater`` command line: data, training, evaluation, export, serving, the demo.
 
 Every training command takes ``--config FILE`` (YAML/TOML mirroring the run dataclass),
-a few typed flags for the knobs people change most, and ``--set section.key=value`` for
-anything else; precedence is defaults < file < flags < --set.
+``--preset NAME``, a few typed flags for the knobs people change most, and ``--set
+section.key=value`` for anything else; precedence is defaults < preset < file < flags <
+--set, and ``--show-config`` prints the result without training.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from training.cli_options import (
+    ConfigOpt,
+    DatasetOpt,
+    ItemColOpt,
+    ItemsOpt,
+    MinInteractionsOpt,
+    SetOpt,
+    ShowConfigOpt,
+    ThreadsOpt,
+    TimeColOpt,
+    UserColOpt,
+    VerboseOpt,
+    data_flags,
+    data_options,
+    fail,
+    setup_logging,
+)
 from training.config import ConfigError, build
 from training.data.loaders import DataError
 from training.lmindexer.cli import index_app
@@ -26,170 +43,236 @@ app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(index_app, name="index")
 
-ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", "-c", help="YAML/TOML/JSON file with the run config (sections: model, train).")]
-SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override any config key, e.g. --set train.lr=3e-4 (repeatable).")]
-DatasetOpt = Annotated[str | None, typer.Option(
-    "--dataset", "-d", help="beauty|sports|yelp|lastfm, 'synthetic[:opts]', a folder with "
-    "interactions.txt, or a .csv/.parquet log. Folders are looked up in $SEATER_DATA_DIR, "
-    "else ../shared/data, else the embedded data/.")]
+# A user's mistake (bad flag value, data file, run folder) surfaces as one of these.
+USER_ERRORS = (ConfigError, DataError, ValueError, FileNotFoundError, FileExistsError)
+QUIET = ("torch.onnx", "onnxscript", "torch.export", "torch._dynamo")
+
 ProtocolOpt = Annotated[str | None, typer.Option(
-    "--protocol", "-p", help="loo (leave-one-out) or seater (users 8:1:1, 80/20 history).")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for splits, init, sampling.")]
-EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Maximum epochs.")]
+    "--protocol", "-p", help="loo (leave-one-out) or seater (users 8:1:1, 80/20 history) "
+    "[default: loo].")]
+SeedOpt = Annotated[int | None, typer.Option(
+    "--seed", help="Seed for splits, init, sampling [default: 0].")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Maximum epochs [default: 200].")]
 PatienceOpt = Annotated[int | None, typer.Option(
-    "--patience", help="Stop after this many epochs without a better validation metric.")]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...")]
-OutOpt = Annotated[str | None, typer.Option("--out", help="Folder for run outputs (runs/).")]
+    "--patience", help="Stop after this many epochs without a better validation metric "
+    "[default: 10].")]
+DeviceOpt = Annotated[str | None, typer.Option(
+    "--device", help="auto, cpu, cuda, cuda:1 ... [default: auto].")]
+OutOpt = Annotated[str | None, typer.Option(
+    "--out", help="Folder for run outputs; a run lands in OUT/<dataset>/<name> [default: runs].")]
 ResumeOpt = Annotated[bool, typer.Option(
-    "--resume/--no-resume", help="Continue from the run folder's last checkpoint if any.")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+    "--resume/--no-resume", help="Continue from the run folder's last checkpoint if any (the "
+    "same run only: other model, tree or data settings are refused).")]
+ReportsOpt = Annotated[str | None, typer.Option(
+    "--reports-dir", help="Also write the result into DIR/quality/<dataset>.json (the "
+    "benchmark commands pass the project's reports/); results always go to the run folder.")]
+PresetOpt = Annotated[str | None, typer.Option(
+    "--preset", help="A named recipe applied under the flags (see --show-config) "
+    "[default: default].")]
+RefitOpt = Annotated[bool | None, typer.Option(
+    "--refit/--no-refit", help="loo only: after early stopping, retrain on train+validation "
+    "for the best number of epochs, then test [default: no].")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Batch size.")]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Adam learning rate [default: 0.001].")]
+NameOpt = Annotated[str | None, typer.Option(
+    "--name", help="Run name (folder) [default: sasrec-<protocol> or "
+    "seater-<protocol>-<ids>-k<k>].")]
 
 
-def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _train(cls: type, presets: dict[str, Any], config: Path | None, flags: dict[str, Any],
+           overrides: list[str] | None, show: bool, resume: bool, run: Any) -> None:
+    """Build the config, print it (``--show-config``) or run it and print the result."""
+    from dataclasses import asdict
+
+    try:
+        cfg = build(cls, config, flags, overrides, presets=presets)
+        if show:
+            typer.echo(json.dumps(asdict(cfg), indent=2))
+            return
+        entries = run(cfg, resume=resume)
+    except USER_ERRORS as e:
+        fail(e)
+    _print_result(entries)
 
 
-def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
+def _print_result(entries: list[dict[str, Any]]) -> None:
+    """The test metrics a person compares, one line per fit / refit, and the run folder."""
+    for e in entries:
+        m = e["metrics"]["test"]
+        cols = ("recall@10", "ndcg@10") if e["protocol"]["protocol"] == "loo" else (
+            "recall@50", "hr@50", "ndcg@50")
+        refit = e["protocol"].get("refit_on_validation")
+        what = "refit" if refit else f"fit, best epoch {e['best_epoch']} of {e['epochs_run']}"
+        values = "  ".join(f"{c} {m[c]:.4f}" for c in cols if c in m)
+        typer.echo(f"{e['key']} ({what}): test {values}")
+    if entries:
+        typer.echo(f"run folder: {entries[0]['run_dir']}")
 
 
 @data_app.command("stats")
 def data_stats(
     dataset: Annotated[list[str] | None, typer.Option(
         "--dataset", "-d", help="Dataset(s) to describe (repeatable); default: all known.")] = None,
+    user_col: UserColOpt = None,
+    item_col: ItemColOpt = None,
+    time_col: TimeColOpt = None,
+    items: ItemsOpt = None,
+    min_interactions: MinInteractionsOpt = None,
 ) -> None:
-    """Print users, items, interactions and length statistics as JSON lines."""
+    """Print users, items, interactions, length statistics and, for log files, what the
+    loader dropped (missing values, duplicates, the core filter), as JSON lines."""
     from training.data import load_dataset
     from training.data.registry import KNOWN
 
-    for name in dataset or list(KNOWN):
-        try:
-            typer.echo(json.dumps(load_dataset(name).stats()))
-        except DataError as e:
-            _fail(e)
+    setup_logging()
+    try:
+        opts = data_options(user_col, item_col, time_col, items, min_interactions)
+        for name in dataset or list(KNOWN):
+            typer.echo(json.dumps(load_dataset(name, opts).stats()))
+    except USER_ERRORS as e:
+        fail(e)
 
 
 @train_app.command("sasrec")
 def train_sasrec(
     config: ConfigOpt = None,
+    preset: PresetOpt = None,
     dataset: DatasetOpt = None,
+    user_col: UserColOpt = None,
+    item_col: ItemColOpt = None,
+    time_col: TimeColOpt = None,
+    items: ItemsOpt = None,
+    min_interactions: MinInteractionsOpt = None,
     protocol: ProtocolOpt = None,
-    refit: Annotated[bool | None, typer.Option(
-        "--refit/--no-refit", help="loo only: after early stopping, retrain on "
-        "train+validation for the best number of epochs, then test.")] = None,
-    d_model: Annotated[int | None, typer.Option("--d-model", help="Embedding size.")] = None,
-    n_layers: Annotated[int | None, typer.Option("--layers", help="Transformer blocks.")] = None,
-    n_heads: Annotated[int | None, typer.Option("--heads", help="Attention heads.")] = None,
-    max_len: Annotated[int | None, typer.Option("--max-len", help="History length.")] = None,
-    dropout: Annotated[float | None, typer.Option("--dropout", help="Dropout rate.")] = None,
+    refit: RefitOpt = None,
+    d_model: Annotated[int | None, typer.Option(
+        "--d-model", help="Embedding size [default: 64].")] = None,
+    n_layers: Annotated[int | None, typer.Option(
+        "--layers", help="Transformer blocks [default: 1].")] = None,
+    n_heads: Annotated[int | None, typer.Option(
+        "--heads", help="Attention heads [default: 1].")] = None,
+    max_len: Annotated[int | None, typer.Option(
+        "--max-len", help="History length [default: 50].")] = None,
+    dropout: Annotated[float | None, typer.Option(
+        "--dropout", help="Dropout rate [default: 0.2].")] = None,
     loss: Annotated[str | None, typer.Option(
-        "--loss", help="ss (sampled softmax), ce (full softmax) or bce (original).")] = None,
+        "--loss", help="ss (sampled softmax), ce (full softmax) or bce (original) "
+        "[default: ss].")] = None,
     n_negatives: Annotated[int | None, typer.Option(
-        "--negatives", help="Negatives per position for the ss loss.")] = None,
+        "--negatives", help="Sampled negatives for the ss loss [default: 256].")] = None,
     epochs: EpochsOpt = None,
     patience: PatienceOpt = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", help="Batch size [default: 128].")] = None,
+    lr: LrOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     out: OutOpt = None,
-    name: Annotated[str | None, typer.Option("--name", help="Run name (folder).")] = None,
-    report: Annotated[bool | None, typer.Option(
-        "--report/--no-report", help="Write the result into reports/quality/.")] = None,
+    name: NameOpt = None,
+    reports_dir: ReportsOpt = None,
     overrides: SetOpt = None,
+    show_config: ShowConfigOpt = False,
     resume: ResumeOpt = True,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Train SASRec, evaluate it, and export its item embeddings for the tree builder."""
+    """Train SASRec, evaluate it, and keep its item embeddings for the tree builder."""
     from training.sasrec.pipeline import SASRecRun, run_sasrec
+    from training.sasrec.presets import PRESETS
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
     flags = {
-        "dataset": dataset, "protocol": protocol, "refit": refit, "out_dir": out,
-        "name": name, "report": report,
+        "dataset": _dataset_spec(dataset), "protocol": protocol, "refit": refit,
+        "out_dir": out, "name": name, "reports_dir": reports_dir, "preset": preset,
+        **data_flags(user_col, item_col, time_col, items, min_interactions),
         "model.d_model": d_model, "model.n_layers": n_layers, "model.n_heads": n_heads,
         "model.max_len": max_len, "model.dropout": dropout, "model.loss": loss,
         "model.n_negatives": n_negatives,
         "train.epochs": epochs, "train.patience": patience, "train.batch_size": batch_size,
-        "train.lr": lr, "train.seed": seed, "train.device": device,
+        "train.lr": lr, "train.seed": seed, "train.device": device, "train.threads": threads,
     }
-    try:
-        cfg = build(SASRecRun, config, flags, overrides)
-        entries = run_sasrec(cfg, resume=resume)
-    except (ConfigError, DataError, ValueError) as e:
-        _fail(e)
-    for entry in entries:
-        typer.echo(json.dumps({"key": entry["key"], "test": entry["metrics"]["test"]}))
+    _train(SASRecRun, PRESETS, config, flags, overrides, show_config, resume, run_sasrec)
 
 
 @train_app.command("seater")
 def train_seater(
     config: ConfigOpt = None,
+    preset: PresetOpt = None,
     dataset: DatasetOpt = None,
+    user_col: UserColOpt = None,
+    item_col: ItemColOpt = None,
+    time_col: TimeColOpt = None,
+    items: ItemsOpt = None,
+    min_interactions: MinInteractionsOpt = None,
     protocol: ProtocolOpt = None,
-    refit: Annotated[bool | None, typer.Option(
-        "--refit/--no-refit", help="loo only: retrain on train+validation for the best "
-        "number of epochs before testing.")] = None,
+    refit: RefitOpt = None,
     ids: Annotated[str | None, typer.Option(
         "--ids", help="balanced (Algorithm 1), kmeans (imbalanced), random, or semantic "
-        "(codes from `seater index semantic`, given with --codes).")] = None,
+        "(codes from `seater index semantic`, given with --codes) [default: balanced].")] = None,
     codes: Annotated[str | None, typer.Option(
         "--codes", help="ids=semantic: the .npy of item codes.")] = None,
     k: Annotated[int | None, typer.Option(
-        "-k", "--branches", help="Tree branching factor.")] = None,
+        "-k", "--branches", help="Tree branching factor [default: 16].")] = None,
     beam: Annotated[int | None, typer.Option(
-        "--beam", help="Beam size for validation and test (>= 50 for @50 metrics).")] = None,
+        "--beam", help="Beam size for validation and test (>= 50 for @50 metrics) "
+        "[default: 50].")] = None,
     sasrec_run: Annotated[str | None, typer.Option(
-        "--sasrec-run", help="SASRec run folder for embeddings (default runs/<dataset>/"
-        "sasrec-<protocol>; trained first when missing).")] = None,
+        "--sasrec-run", help="SASRec run folder for the tree's embeddings and the init "
+        "[default: the best by validation among OUT/<dataset>/ SASRec runs of the same width; "
+        "one is trained with this run's budget when there is none].")] = None,
     init: Annotated[bool | None, typer.Option(
         "--init-from-sasrec/--scratch", help="Initialise node embeddings (leaves = items, "
-        "internal = centroids) and the encoder from SASRec.")] = None,
+        "internal = centroids) and the encoder from SASRec [default: init-from-sasrec].")
+    ] = None,
     lambda_align: Annotated[float | None, typer.Option(
         "--lambda-align", help="Weight of the alignment loss (0 = off).")] = None,
     lambda_rank: Annotated[float | None, typer.Option(
         "--lambda-rank", help="Weight of the ranking loss (0 = off).")] = None,
-    d_model: Annotated[int | None, typer.Option("--d-model", help="Model width.")] = None,
-    max_len: Annotated[int | None, typer.Option("--max-len", help="History length.")] = None,
+    d_model: Annotated[int | None, typer.Option(
+        "--d-model", help="Model width [default: 64].")] = None,
+    max_len: Annotated[int | None, typer.Option(
+        "--max-len", help="History length [default: 50].")] = None,
     epochs: EpochsOpt = None,
     patience: PatienceOpt = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Batch size.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", help="Batch size [default: 128].")] = None,
+    lr: LrOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     out: OutOpt = None,
-    name: Annotated[str | None, typer.Option("--name", help="Run name (folder).")] = None,
-    report: Annotated[bool | None, typer.Option(
-        "--report/--no-report", help="Write the result into reports/quality/.")] = None,
+    name: NameOpt = None,
+    reports_dir: ReportsOpt = None,
     overrides: SetOpt = None,
+    show_config: ShowConfigOpt = False,
     resume: ResumeOpt = True,
     verbose: VerboseOpt = False,
 ) -> None:
     """Train SEATER on the ID tree with generation + alignment + ranking losses; evaluate
     with the constrained beam search the service uses."""
     from training.seater.pipeline import SeaterRun, run_seater
+    from training.seater.presets import PRESETS
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
     flags = {
-        "dataset": dataset, "protocol": protocol, "refit": refit, "out_dir": out,
-        "name": name, "report": report, "sasrec_run": sasrec_run, "init_from_sasrec": init,
+        "dataset": _dataset_spec(dataset), "protocol": protocol, "refit": refit,
+        "out_dir": out, "name": name, "reports_dir": reports_dir, "preset": preset,
+        **data_flags(user_col, item_col, time_col, items, min_interactions),
+        "sasrec_run": sasrec_run, "init_from_sasrec": init,
         "beam_size": beam, "tree.ids": ids, "tree.k": k, "tree.codes": codes,
         "model.d_model": d_model, "model.max_len": max_len,
         "losses.lambda_align": lambda_align, "losses.lambda_rank": lambda_rank,
         "train.epochs": epochs, "train.patience": patience, "train.batch_size": batch_size,
-        "train.lr": lr, "train.seed": seed, "train.device": device,
+        "train.lr": lr, "train.seed": seed, "train.device": device, "train.threads": threads,
     }
-    try:
-        cfg = build(SeaterRun, config, flags, overrides)
-        entries = run_seater(cfg, resume=resume)
-    except (ConfigError, DataError, ValueError, FileNotFoundError) as e:
-        _fail(e)
-    for entry in entries:
-        typer.echo(json.dumps({"key": entry["key"], "test": entry["metrics"]["test"]}))
+    _train(SeaterRun, PRESETS, config, flags, overrides, show_config, resume, run_seater)
+
+
+def _dataset_spec(dataset: str | None) -> str | None:
+    """A dataset path as the run records it (absolute), so later commands find it."""
+    from training.data import config_spec
+
+    return config_spec(dataset) if dataset else None
 
 
 @app.command("evaluate")
@@ -201,70 +284,61 @@ def evaluate_cmd(
     max_users: Annotated[int, typer.Option(
         "--max-users", help="Evaluate a fixed random subset (0 = everyone).")] = 0,
     threads: Annotated[int, typer.Option("--threads", help="Torch threads (0 = default).")] = 0,
-    report: Annotated[bool, typer.Option(
-        "--report/--no-report", help="Write each beam's entry into reports/quality/.")] = True,
+    reports_dir: ReportsOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Evaluate a trained SEATER run with the constrained beam search at one or more beam
-    sizes; each gets metrics and the measured decoding time per user."""
+    sizes; each gets metrics and the measured decoding time per user (beams.json in the
+    run folder)."""
     from training.evaluate_run import evaluate_beams
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
     if split not in ("test", "valid"):
-        _fail(ValueError(f"--split must be test or valid, not {split!r}"))
+        fail(f"--split must be test or valid, not {split!r}")
     try:
-        entries = evaluate_beams(run, beam or [50], split, report, max_users=max_users,
-                                 threads=threads)
-    except (FileNotFoundError, ValueError, DataError) as e:
-        _fail(e)
+        entries = evaluate_beams(run, beam or [50], split, reports_dir or "",
+                                 max_users=max_users, threads=threads)
+    except USER_ERRORS as e:
+        fail(e)
     for e in entries:
-        typer.echo(json.dumps({"key": e["key"], split: e["metrics"][split], **e["eval"]}))
+        m = e["metrics"][split]
+        values = "  ".join(f"{c} {m[c]:.4f}" for c in ("recall@10", "ndcg@10", "recall@50")
+                           if c in m)
+        typer.echo(f"beam {e['beam_size']}: {split} {values}  ({e['eval']['ms_per_user']:.2f} "
+                   "ms per user)")
 
 
 @app.command("export")
 def export(
-    run: Annotated[Path, typer.Option("--run", help="A SEATER run folder (has model.pt).")],
+    run: Annotated[Path, typer.Option(
+        "--run", help="A run folder of `seater train seater` or `seater train sasrec`.")],
     out: Annotated[Path, typer.Option("--out", help="Bundle root; the bundle goes to "
-                                      "OUT/VERSION.")] = Path("artifacts"),
+                                      "OUT/VERSION and OUT/current points at it.")
+                   ] = Path("artifacts"),
     version: Annotated[str | None, typer.Option(
-        "--version", help="Bundle version (default: <dataset>-<UTC timestamp>).")] = None,
+        "--version", help="Bundle version (default: <dataset>[-sasrec]-<UTC time>).")] = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Export a trained SEATER run as the serving bundle: encoder.onnx, decoder.onnx (one
-    beam step), tree.npz, embeddings.npy, items.json and a manifest with sha256 sums.
-    A SASRec run (model.pt, no tree.npz) exports as the dense brute-force baseline bundle
+    """Export a trained run as a serving bundle and print its path. A SEATER run becomes
+    encoder.onnx, decoder.onnx (one beam step), tree.npz, embeddings.npy, items.json and a
+    manifest with sha256 sums; a SASRec run the dense brute-force baseline bundle
     (encoder.onnx -> user vector, item_emb.npy), served by the same service."""
-    import datetime as dt
+    from training.export import export_run
 
-    from training.export import export_bundle
-    from training.sasrec.export import export_sasrec_run, is_sasrec_run
-    from training.seater.pipeline import load_run
-
-    _setup_logging(verbose)
-    if is_sasrec_run(run):
-        try:
-            path = export_sasrec_run(run, out, version)
-        except (FileNotFoundError, FileExistsError, ValueError) as e:
-            _fail(e)
-        typer.echo(str(path))
-        return
+    setup_logging(verbose, quiet=QUIET)
     try:
-        model, tree, cfg, _ = load_run(run)
-        items = json.loads((run / "items.json").read_text())
-        results = run / "result.json"
-        metrics = json.loads(results.read_text())[-1]["metrics"] if results.is_file() else {}
-        version = version or f"{cfg.dataset}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
-        path = export_bundle(model, tree, items, out, version, cfg.dataset, metrics,
-                             extra={"run": str(run)})
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        _fail(e)
+        path = export_run(run, out, version)
+    except USER_ERRORS as e:
+        fail(e)
     typer.echo(str(path))
 
 
 @app.command("serve")
 def serve(
     artifacts: Annotated[Path, typer.Option(
-        "--artifacts", help="Bundle folder written by `seater export` (has manifest.json).")],
+        "--artifacts", help="Bundle folder written by `seater export`; the default follows "
+        "the latest export. Until a bundle is there the service runs but is not ready.")
+    ] = Path("artifacts/current"),
     host: Annotated[str, typer.Option("--host", help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,
 ) -> None:
@@ -275,9 +349,6 @@ def serve(
     """
     import importlib
 
-    if not (artifacts / "manifest.json").is_file():
-        _fail(FileNotFoundError(f"{artifacts / 'manifest.json'} not found: pass a bundle "
-                                "folder written by `seater export`"))
     # The service is launched by module name: training never imports service code.
     importlib.import_module("service.__main__").main(
         ["--artifacts", str(artifacts), "--host", host, "--port", str(port)])
@@ -288,19 +359,29 @@ def demo(
     dataset: Annotated[str, typer.Option(
         "--dataset", "-d", help="Dataset for the quick run (default: the embedded Beauty).")
     ] = "beauty",
-    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's runs and bundle.")
+    user_col: UserColOpt = None,
+    item_col: ItemColOpt = None,
+    time_col: TimeColOpt = None,
+    items: ItemsOpt = None,
+    min_interactions: MinInteractionsOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's runs.")
                    ] = Path("runs/demo"),
+    artifacts: Annotated[Path, typer.Option(
+        "--artifacts", help="Bundle root: the demo's bundle goes to ARTIFACTS/<version> and "
+        "ARTIFACTS/current points at it (what `docker compose up` serves).")
+    ] = Path("artifacts"),
     port: Annotated[int, typer.Option("--port", help="Port for the demo service.")] = 8765,
 ) -> None:
     """The main job end to end on a quick preset: train SASRec -> build the tree -> train
     SEATER -> export the bundle -> start the service -> POST /retrieve -> print -> stop."""
     from training.demo import run_demo
 
-    _setup_logging()
+    setup_logging(quiet=QUIET)
     try:
-        run_demo(dataset, out, port)
-    except (DataError, ValueError, FileNotFoundError, RuntimeError) as e:
-        _fail(e)
+        opts = data_options(user_col, item_col, time_col, items, min_interactions)
+        run_demo(_dataset_spec(dataset) or dataset, out, port, artifacts, opts)
+    except (*USER_ERRORS, RuntimeError) as e:
+        fail(e)
 
 
 @app.command("report")

@@ -68,6 +68,15 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     return cls(**kwargs)
 
 
+# Settings older run folders recorded that later versions dropped; nothing reads them.
+REMOVED_KEYS = ("report", "bucket")
+
+
+def from_saved(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """``from_dict`` for a config a run recorded, minus ``REMOVED_KEYS``."""
+    return from_dict(cls, {k: v for k, v in data.items() if k not in REMOVED_KEYS}, where)
+
+
 def _field_default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
@@ -133,21 +142,25 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
 def build(
     cls: type[T],
     file: Path | None = None,
     flags: dict[str, Any] | None = None,
     overrides: list[str] | None = None,
+    presets: dict[str, dict[str, Any]] | None = None,
 ) -> T:
-    """defaults < file < explicit flags (None = not given) < ``--set`` overrides."""
-    data: dict[str, Any] = load_file(file) if file else {}
+    """defaults < preset < file < explicit flags (None = not given) < ``--set`` overrides.
+
+    The preset is named by the ``preset`` key (from any layer) and looked up in
+    ``presets``; the config records its name."""
     given = {k: v for k, v in (flags or {}).items() if v is not None}
-    data = merge(data, parse_overrides_flat(given))
+    data = merge(load_file(file) if file else {}, parse_overrides_flat(given))
     data = merge(data, parse_overrides(overrides or []))
+    name = data.get("preset")
+    if name is not None and presets is not None:
+        if name not in presets:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
+        data = merge(presets[name], data)
     return from_dict(cls, data, str(file) if file else "config")
 
 

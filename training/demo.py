@@ -8,7 +8,6 @@ capped batches); the point is that every stage a deployment uses runs for real.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
@@ -23,11 +22,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from training.data import load_dataset
-from training.export import export_bundle
+from training.data import DataOptions, load_dataset
+from training.export import export_run
+from training.publish import default_version
 from training.sasrec.model import SASRecParams
 from training.sasrec.pipeline import SASRecRun, run_sasrec
-from training.seater.pipeline import SeaterRun, TreeParams, load_run, run_seater
+from training.seater.pipeline import SeaterRun, TreeParams, run_seater
 from training.trainer import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -36,14 +36,16 @@ QUICK_TRAIN = TrainConfig(epochs=2, patience=2, max_eval_users=2000, final_eval_
                           progress=True)
 
 
-def quick_configs(dataset: str, out: Path) -> tuple[SASRecRun, SeaterRun]:
+def quick_configs(dataset: str, out: Path, data: DataOptions | None = None
+                  ) -> tuple[SASRecRun, SeaterRun]:
+    opts = data or DataOptions()
     sasrec = SASRecRun(
-        dataset=dataset, out_dir=str(out), report=False,
+        dataset=dataset, out_dir=str(out), data=opts,
         model=SASRecParams(d_model=64, max_len=50),
         train=replace(QUICK_TRAIN, epochs=3, patience=3),
     )
     seater = SeaterRun(
-        dataset=dataset, out_dir=str(out), report=False, beam_size=50,
+        dataset=dataset, out_dir=str(out), data=opts, beam_size=50,
         tree=TreeParams(ids="balanced", k=16),
         train=replace(QUICK_TRAIN, batch_size=256, max_batches=150),
     )
@@ -70,12 +72,14 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None
     raise RuntimeError(f"the service was not ready after {timeout:.0f} s")
 
 
-def run_demo(dataset: str, out: Path, port: int) -> dict[str, Any]:
+def run_demo(dataset: str, out: Path, port: int, artifacts: Path = Path("artifacts"),
+             data_options: DataOptions | None = None) -> dict[str, Any]:
+    """Returns the bundle path, the first response and the model info; prints the answer."""
     out = Path(out)
     shutil.rmtree(out, ignore_errors=True)
-    data = load_dataset(dataset)
+    data = load_dataset(dataset, data_options)
     log.info("demo on %s: %s", data.name, json.dumps(data.stats()))
-    sasrec_cfg, seater_cfg = quick_configs(dataset, out)
+    sasrec_cfg, seater_cfg = quick_configs(dataset, out, data_options)
 
     log.info("[1/5] SASRec (item embeddings for the tree)")
     run_sasrec(sasrec_cfg, resume=False, data=data)
@@ -84,11 +88,8 @@ def run_demo(dataset: str, out: Path, port: int) -> dict[str, Any]:
     run_dir = Path(entry["run_dir"])
 
     log.info("[3/5] export the bundle")
-    model, tree, _, _ = load_run(run_dir)
-    items = json.loads((run_dir / "items.json").read_text())
-    version = f"demo-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
-    bundle = export_bundle(model, tree, items, out / "artifacts", version, data.name,
-                           metrics=entry["metrics"])
+    bundle = export_run(run_dir, artifacts, default_version("demo-" + data.name))
+    items = json.loads((bundle / "items.json").read_text())
 
     log.info("[4/5] start the service on port %d", port)
     env = {**os.environ, "SEATER_LOG_JSON": "false"}
@@ -126,5 +127,7 @@ def run_demo(dataset: str, out: Path, port: int) -> dict[str, Any]:
                      f"{hit.get('title') or ''}")
     lines.append(f"actual next item: {data.item_ids[user[-1]]} "
                  f"{titles[int(user[-1])] if titles else ''}")
+    lines.append(f"bundle: {bundle} (`{Path(artifacts) / 'current'}` points at it: "
+                 "`docker compose up --build` serves it)")
     print("\n".join(lines))  # noqa: T201 - the demo's output is for the person running it
     return {"bundle": str(bundle), "response": first, "model": model_info}

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import torch
 from training.data import load_dataset
 from training.evaluate import evaluate
 from training.protocols import make_split
-from training.reports import git_commit, machine_info, now, update_quality_report
+from training.reports import provenance, update_quality_report
 from training.seater.pipeline import load_run, variant_name
 from training.seater.task import SeaterTask
 
@@ -29,12 +27,14 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_beams(run_dir: Path, beams: list[int], split_name: str = "test",
-                   report: bool = True, batch_size: int = 256, max_users: int = 0,
+                   reports_dir: str = "", batch_size: int = 256, max_users: int = 0,
                    threads: int = 0) -> list[dict[str, Any]]:
+    """Entries go to the run folder's ``beams.json``, and into
+    ``<reports_dir>/quality/<dataset>.json`` when a reports folder is named."""
     if threads:
         torch.set_num_threads(threads)
     model, tree, cfg, _ = load_run(run_dir)
-    data = load_dataset(cfg.dataset)
+    data = load_dataset(cfg.dataset, cfg.data)
     split = make_split(data, cfg.protocol, seed=cfg.train.seed, refit=cfg.refit)
     evalset = getattr(split, split_name)
     entries = []
@@ -61,17 +61,14 @@ def evaluate_beams(run_dir: Path, beams: list[int], split_name: str = "test",
                      "ms_per_user": round(1000 * seconds / max(res.n_users, 1), 3),
                      "batch_size": batch_size, "torch_threads": torch.get_num_threads()},
             "seed": cfg.train.seed,
-            "command": "seater " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-            "commit": git_commit(),
-            "machine": machine_info(),
-            "date": now(),
+            **provenance(),
             "run_dir": str(run_dir),
         }
         log.info("beam %d: recall@10=%.4f ndcg@10=%.4f, %.2f ms/user", beam,
                  res.metrics.get("recall@10", np.nan), res.metrics.get("ndcg@10", np.nan),
                  entry["eval"]["ms_per_user"])
         entries.append(entry)
-        if report:
-            update_quality_report(data.name, entry)
+        if reports_dir:
+            update_quality_report(data.name, entry, Path(reports_dir))
     (Path(run_dir) / "beams.json").write_text(json.dumps(entries, indent=2))
     return entries

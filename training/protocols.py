@@ -13,12 +13,15 @@ the ground-truth set.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from training.data.dataset import InteractionData
 from training.data.sequences import Sequences
+
+log = logging.getLogger(__name__)
 
 PROTOCOLS = ("loo", "seater")
 
@@ -46,9 +49,10 @@ class Split:
     test: EvalSet
     refit: bool = False
     seed: int = 0
+    dropped_users: int = 0  # too short for the protocol (loo needs 3 items)
 
     def describe(self) -> dict:
-        return {
+        out = {
             "protocol": self.protocol,
             "refit_on_validation": self.refit,
             "split_seed": self.seed,
@@ -57,13 +61,25 @@ class Split:
             "valid_users": len(self.valid),
             "test_users": len(self.test),
         }
+        if self.dropped_users:  # only where it happens, so benchmark rows stay as they were
+            out["dropped_users"] = self.dropped_users
+        return out
+
+
+LOO_MIN_ITEMS = 3  # one to train on, one to validate, one to test
 
 
 def loo_split(data: InteractionData, refit: bool = False) -> Split:
-    seqs = data.sequences
-    if np.any(seqs.lengths < 3):
-        raise ValueError("leave-one-out needs at least 3 items per user")
-    users = np.arange(data.n_users)
+    """Users with fewer than three items cannot be split; they are left out and counted."""
+    users = np.flatnonzero(data.sequences.lengths >= LOO_MIN_ITEMS)
+    dropped = data.n_users - len(users)
+    if not len(users):
+        raise ValueError(f"leave-one-out needs users with at least {LOO_MIN_ITEMS} items; "
+                         f"none of the {data.n_users} users of {data.name} has that many")
+    if dropped:
+        log.warning("leave-one-out: %d of %d users have fewer than %d items and are left out",
+                    dropped, data.n_users, LOO_MIN_ITEMS)
+    seqs = data.sequences.take(users) if dropped else data.sequences
     train = seqs.head(-1 if refit else -2)
     valid_ctx = seqs.head(-2)
     valid_tgt = seqs.slice_rows(seqs.lengths - 2, seqs.lengths - 1)
@@ -75,6 +91,7 @@ def loo_split(data: InteractionData, refit: bool = False) -> Split:
         valid=EvalSet(users, valid_ctx, valid_tgt),
         test=EvalSet(users, test_ctx, test_tgt),
         refit=refit,
+        dropped_users=dropped,
     )
 
 

@@ -11,7 +11,9 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,19 @@ def _cpu_name() -> str:
 
 def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def command_line() -> str:
+    """The ``seater`` command this process runs, as a shell would take it back."""
+    return "seater " + shlex.join(sys.argv[1:])
+
+
+def provenance(commit: str | None = None) -> dict[str, Any]:
+    """The fields every report entry carries: command, commit, machine and date.
+
+    ``commit``: the code a long run started from (HEAD may move during it)."""
+    return {"command": command_line(), "commit": commit or git_commit(),
+            "machine": machine_info(), "date": now()}
 
 
 def update_quality_report(dataset: str, entry: dict[str, Any],

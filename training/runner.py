@@ -1,25 +1,94 @@
-"""Fit with early stopping, optionally refit on train+validation, test; one report entry each.
+"""The fit-refit-test sequence every model pipeline runs, and the run around it.
 
-Shared by every model pipeline so that "what was trained on what, and tested how" is
-decided in one place.
+``trainer`` is the epoch loop; this module decides what is trained on what and tested
+how (fit with early stopping, optionally refit on train+validation, test), opens and
+closes the run (checks, data, device, folder, result, curves, report), so that each
+model's ``pipeline`` holds only its own wiring.
 """
 
 from __future__ import annotations
 
-import shlex
-import sys
+import json
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from training.data import InteractionData, Sequences
+from training.curves import plot_curves
+from training.data import InteractionData, Sequences, load_dataset
 from training.evaluate import EvalResult, evaluate
+from training.preflight import check_run
 from training.protocols import Split, make_split
-from training.reports import git_commit, machine_info, now
-from training.trainer import Task, TrainConfig, TrainResult, seed_everything, train
+from training.reports import git_commit, provenance, update_quality_report
+from training.run_folder import open_run_dir
+from training.trainer import (
+    Task,
+    TrainConfig,
+    TrainResult,
+    is_main_process,
+    resolve_device,
+    seed_everything,
+    train,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Run:
+    """An opened run: its data, device and folder; ``main`` is rank 0 under torchrun,
+    the one process that writes files and reports."""
+
+    data: InteractionData
+    device: torch.device
+    dir: Path
+    main: bool
+
+
+def start_run(cfg: Any, resume: bool, data: InteractionData | None = None) -> Run:
+    """Check the settings, load the data, open the folder (refusing a mismatched resume).
+
+    ``cfg`` is a run config (``SASRecRun``/``SeaterRun``): ``dataset``, ``data``,
+    ``out_dir``, ``run_name``, ``train``."""
+    check_run(cfg)
+    data = data or load_dataset(cfg.dataset, cfg.data)
+    device = resolve_device(cfg.train.device)
+    run = Run(data, device, Path(cfg.out_dir) / data.name / cfg.run_name, is_main_process())
+    open_run_dir(run.dir, asdict(cfg), data, resume, run.main)
+    if run.main:
+        write_items(run.dir, data)
+    return run
+
+
+def write_items(folder: Path, data: InteractionData) -> None:
+    """``items.json``: external ids per item index, and titles, categories and
+    attributes when the data has them (the bundle ships it; the service filters on it)."""
+    items: dict[str, Any] = {"ids": [str(x) for x in data.item_ids]}
+    text = data.item_text
+    if text is not None:
+        items["titles"] = text.title
+        if any(text.categories):
+            items["categories"] = [[" > ".join(p) for p in paths] for paths in text.categories]
+        if text.attributes:
+            items["attributes"] = text.attributes
+    (folder / "items.json").write_text(json.dumps(items))
+
+
+def finish_run(run: Run, entries: list[dict[str, Any]], reports_dir: str = "") -> None:
+    """``result.json`` and a curve per fit/refit in the run folder; the entries go into
+    ``<reports_dir>/quality/<dataset>.json`` only when a reports folder is named."""
+    if not run.main:
+        return
+    (run.dir / "result.json").write_text(json.dumps(entries, indent=2))
+    for part in ("fit", "refit"):
+        plot_curves(run.dir / part / "metrics.jsonl", title=f"{run.dir} ({part})")
+    if reports_dir:
+        for entry in entries:
+            log.info("report updated: %s",
+                     update_quality_report(run.data.name, entry, Path(reports_dir)))
 
 
 @dataclass
@@ -91,6 +160,7 @@ def report_entries(
     extra: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One entry for the early-stopped fit, and one for the refit when there is one."""
+    prov = provenance(out.commit)
 
     def entry(split: Split, test: EvalResult, train_seconds: float, name: str) -> dict[str, Any]:
         return {
@@ -112,11 +182,11 @@ def report_entries(
                 "train_examples_per_cpu_s": round(out.fit.examples_per_cpu_s, 1),
                 "eval_users_per_s": round(test.users_per_s, 1),
             },
-            "command": "seater " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "command": prov["command"],
             "config": config,
-            "commit": out.commit,
-            "machine": {**machine_info(), "device": str(device)},
-            "date": now(),
+            "commit": prov["commit"],
+            "machine": {**prov["machine"], "device": str(device)},
+            "date": prov["date"],
             "run_dir": str(run_dir),
             **(extra or {}),
         }

@@ -29,7 +29,7 @@ def main(out: Path) -> None:
     data = "synthetic:n_users=300,n_items=60,seed=1"
     train = TrainConfig(epochs=12, patience=1, lr=0.03, batch_size=32, eval_batch_size=64,
                         progress=False, threads=1)
-    run_sasrec(SASRecRun(dataset=data, out_dir=str(out), report=False,
+    run_sasrec(SASRecRun(dataset=data, out_dir=str(out),
                          model=replace(SASRecParams(), d_model=16, max_len=10),
                          train=train))
     final = {}
@@ -42,7 +42,7 @@ def main(out: Path) -> None:
 
     seater_pipeline.fit_and_test = keep_model
     entries = run_seater(SeaterRun(
-        dataset=data, out_dir=str(out), report=False, refit=True, init_from_sasrec=False,
+        dataset=data, out_dir=str(out), refit=True, init_from_sasrec=False,
         beam_size=8, tree=TreeParams(ids="random", k=4),
         model=replace(SeaterParams(), d_model=16, max_len=10, dropout=0.0),
         losses=LossConfig(lambda_rank=0.0), train=train,

@@ -157,28 +157,28 @@ def test_recommend_excludes_history(data):
     assert all(len(set(r)) == 20 for r in ranked)
 
 
-def test_cli_trains_exports_and_reports(tmp_path, monkeypatch):
-    monkeypatch.setattr("training.reports.REPORTS_DIR", tmp_path / "reports")
-    monkeypatch.setattr("training.sasrec.pipeline.update_quality_report",
-                        lambda ds, e: __import__("training.reports", fromlist=["x"])
-                        .update_quality_report(ds, e, tmp_path / "reports"))
+def test_cli_trains_exports_and_reports(tmp_path):
     cfg = tmp_path / "sasrec.yaml"
     cfg.write_text("model:\n  d_model: 16\n  max_len: 10\n  n_negatives: 16\n"
                    "train:\n  epochs: 2\n  batch_size: 64\n  progress: false\n")
     res = CliRunner().invoke(app, [
         "train", "sasrec", "-c", str(cfg), "-d", "synthetic:n_users=200,n_items=60,seed=1",
         "--out", str(tmp_path / "runs"), "--refit", "--set", "train.patience=2",
+        "--reports-dir", str(tmp_path / "reports"),
     ])
     assert res.exit_code == 0, res.output
     run = tmp_path / "runs" / "synthetic" / "sasrec-loo"
+    assert f"run folder: {run}" in res.output
+    assert (run / "fit" / "curves.png").is_file() and (run / "refit" / "curves.png").is_file()
     assert (run / "fit" / "item_emb.npy").is_file()  # the early-stopped fit, for the tree
     emb = np.load(run / "item_emb.npy")
     assert emb.shape == (60, 16)
     assert len(json.loads((run / "items.json").read_text())["ids"]) == 60
     report = json.loads((tmp_path / "reports" / "quality" / "synthetic.json").read_text())
     keys = sorted(r["key"] for r in report["runs"])
-    assert keys == ["sasrec/loo/ss-d16-L1-h1-len10-neg16-sequence",
-                    "sasrec/loo/ss-d16-L1-h1-len10-neg16-sequence-refit"]
+    # a budgeted run is keyed apart from the converged one it must never overwrite
+    assert keys == ["sasrec/loo/ss-d16-L1-h1-len10-neg16-sequence-ep2",
+                    "sasrec/loo/ss-d16-L1-h1-len10-neg16-sequence-ep2-refit"]
     entry = report["runs"][0]
     assert {"commit", "machine", "seed", "protocol", "metrics", "throughput"} <= set(entry)
     assert (tmp_path / "reports" / "quality" / "README.md").read_text().count("| sasrec/") == 4

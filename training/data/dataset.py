@@ -11,15 +11,17 @@ from training.data.sequences import Sequences
 
 @dataclass(frozen=True)
 class ItemText:
-    """Text per item index (for semantic IDs and for readable answers).
+    """Text per item index (for semantic IDs, readable answers and filters).
 
     ``title`` is the main text (a product title, a business name, or keywords where no
     title exists); ``categories`` is a list of category paths, each a list of levels
-    from coarse to fine (empty where unknown).
+    from coarse to fine (empty where unknown); ``attributes`` holds any other metadata
+    column (name -> one string per item, '' where unknown), which the service can filter on.
     """
 
     title: list[str]
     categories: list[list[list[str]]]
+    attributes: dict[str, list[str]] = field(default_factory=dict)
 
     def category_level(self, level: int) -> list[str]:
         """The category name at ``level`` of each item's first path ('' where unknown)."""
@@ -95,4 +97,5 @@ class InteractionData:
             "users_with_repeats": repeats,
             "has_text": self.item_text is not None,
             "source": self.source,
+            **({"hygiene": self.meta["hygiene"]} if "hygiene" in self.meta else {}),
         }

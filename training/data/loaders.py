@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,13 +98,84 @@ def read_items_tsv(path: Path, item_ids: np.ndarray) -> ItemText:
             seen += 1
             titles[i] = row[2].strip()
             if len(row) > 3 and row[3].strip():
-                cats[i] = [
-                    [lvl.strip() for lvl in p.split(" > ") if lvl.strip()]
-                    for p in row[3].split(" | ")
-                ]
+                cats[i] = parse_categories(row[3])
     if seen < len(item_ids):
         log.warning("%s covers %d of %d items", path, seen, len(item_ids))
     return ItemText(title=titles, categories=cats)
+
+
+LOG_SUFFIXES = {".csv": ",", ".tsv": "\t", ".parquet": None, ".pq": None}
+
+
+def read_table(path: Path, id_cols: tuple[str, ...] = ()) -> Any:
+    """A CSV/TSV/Parquet file as a DataFrame; ``id_cols`` are read as exact strings.
+
+    Parquet stores an integer column with a missing value as floats; those ids are
+    turned back into integers before they become strings (``1``, not ``1.0``).
+    """
+    import pandas as pd
+
+    path = Path(path)
+    sep = LOG_SUFFIXES.get(path.suffix.lower(), ",")
+    try:
+        if sep is None:
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, sep=sep, dtype={c: str for c in id_cols},
+                             keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty: it needs a header row and one row per "
+                        "interaction") from None
+    except (ValueError, OSError) as e:
+        raise DataError(f"{path}: cannot read it as {path.suffix or 'CSV'}: {e}") from None
+    for col in id_cols:
+        if col in df.columns and sep is None:
+            df[col] = _id_strings(df[col])
+    return df
+
+
+def _id_strings(col: Any) -> Any:
+    import pandas as pd
+
+    if pd.api.types.is_float_dtype(col):
+        finite = col.dropna()
+        if len(finite) and (finite == finite.round()).all():
+            col = col.astype("Int64")
+    return col.astype("string").astype(object).where(col.notna(), None)
+
+
+def parse_times(values: Any, path: Path, col: str) -> tuple[np.ndarray, str]:
+    """Sortable float timestamps from numbers or date/time strings, and which they were.
+
+    Sorting the raw strings would put ``2021-10-01`` before ``2021-9-30`` and mix
+    formats arbitrarily, so every value is parsed; any that cannot be are refused
+    with their count and an example rather than guessed at.
+    """
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(values):
+        return values.to_numpy(dtype=np.float64), "number"
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return _seconds(pd.to_datetime(values, utc=True)), "datetime"
+    text = values.astype(str).str.strip()
+    numbers = pd.to_numeric(text, errors="coerce")
+    if numbers.notna().all():
+        return numbers.to_numpy(dtype=np.float64), "number"
+    if numbers.notna().any():
+        num, other = text[numbers.notna()], text[numbers.isna()]
+        raise DataError(f"{path}: column {col!r} mixes numbers and dates ({len(num)} numeric, "
+                        f"e.g. {num.iloc[0]!r}; {len(other)} not, e.g. {other.iloc[0]!r}): "
+                        "use one kind")
+    stamps = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
+    bad = stamps.isna()
+    if bad.any():
+        raise DataError(f"{path}: {int(bad.sum())} value(s) of column {col!r} are neither "
+                        f"numbers nor dates, e.g. {text[bad].iloc[0]!r}: fix or drop those rows")
+    return _seconds(stamps), "datetime"
+
+
+def _seconds(stamps: Any) -> np.ndarray:
+    return stamps.astype("int64").to_numpy(dtype=np.float64) / 1e9
 
 
 def load_interaction_log(
@@ -114,32 +186,44 @@ def load_interaction_log(
     min_user_len: int = 2,
     min_item_freq: int = 1,
     name: str | None = None,
+    items: str | Path = "",
 ) -> InteractionData:
-    """A team's own log (CSV or Parquet, one row per interaction) as sequences.
+    """A team's own log (CSV, TSV or Parquet, one row per interaction) as sequences.
 
-    Rows are ordered by (user, time) with a stable sort, so same-time events keep file
-    order; then users and items are filtered iteratively to the k-core given by
-    ``min_user_len`` / ``min_item_freq`` (the S3Rec preprocessing uses 5 and 5).
+    Hygiene, every step counted in ``meta["hygiene"]`` (shown by ``seater data stats``
+    and logged): rows with a missing user/item/time are dropped, timestamps are parsed
+    (numbers or dates), exact duplicate rows (same user, item and time) are dropped
+    because a repeated target hidden in the history can never be retrieved, then users
+    and items are filtered iteratively to the ``min_user_len`` / ``min_item_freq`` core
+    (the S3Rec preprocessing uses 5 and 5). Rows are ordered by (user, time) with a
+    stable sort, so same-time events keep file order.
     """
-    import pandas as pd
-
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path} not found: pass a CSV or Parquet file with columns "
+        raise DataError(f"{path} not found: pass a CSV, TSV or Parquet file with columns "
                         f"{user_col},{item_col},{time_col}")
-    if path.suffix.lower() in {".parquet", ".pq"}:
-        df = pd.read_parquet(path)
-    else:
-        df = pd.read_csv(path, dtype={user_col: str, item_col: str})
+    df = read_table(path, id_cols=(user_col, item_col))
     missing = [c for c in (user_col, item_col, time_col) if c not in df.columns]
     if missing:
         raise DataError(
             f"{path}: missing column(s) {missing}; found {list(df.columns)}. "
             "Name the columns with --user-col/--item-col/--time-col."
         )
+    counts: dict[str, Any] = {"rows_read": len(df)}
     df = df[[user_col, item_col, time_col]].dropna()
+    counts["rows_with_missing_values"] = counts["rows_read"] - len(df)
+    if df.empty:
+        raise DataError(f"{path}: no row has all of {user_col}, {item_col}, {time_col}")
     df[user_col] = df[user_col].astype(str)
     df[item_col] = df[item_col].astype(str)
+    times, kind = parse_times(df[time_col], path, time_col)
+    df = df.assign(**{time_col: times})
+    counts["time_kind"] = kind
+    dup = df.duplicated([user_col, item_col, time_col])
+    counts["duplicate_rows"] = int(dup.sum())
+    df = df[~dup]
+    before_users = df[user_col].nunique()
+    before_rows = len(df)
     while True:
         n = len(df)
         freq = df[item_col].map(df[item_col].value_counts())
@@ -148,21 +232,71 @@ def load_interaction_log(
         df = df[ulen >= min_user_len]
         if len(df) == n:
             break
+    counts.update(core=f"users >= {min_user_len}, items >= {min_item_freq}",
+                  core_dropped_rows=before_rows - len(df),
+                  core_dropped_users=int(before_users - df[user_col].nunique()))
     if df.empty:
-        raise DataError(f"{path}: no interactions left after the "
-                        f"{min_user_len}/{min_item_freq} core filter")
+        raise DataError(f"{path}: no interactions left after keeping users with >= "
+                        f"{min_user_len} and items with >= {min_item_freq} interactions")
     df = df.sort_values([user_col, time_col], kind="stable")
     users, user_idx = np.unique(df[user_col].to_numpy(), return_inverse=True)
     item_ids, values = _index_ids(df[item_col].to_numpy().astype(str))
     order = np.argsort(user_idx, kind="stable")
     lengths = np.bincount(user_idx, minlength=len(users))
     seqs = Sequences.from_lengths(lengths, values[order])
-    log.info("loaded %s: %d users, %d items, %d interactions",
-             path, len(users), len(item_ids), len(df))
+    text = read_item_metadata(Path(items), item_ids, item_col) if items else None
+    log.info("loaded %s: %d users, %d items, %d interactions; dropped %d rows with missing "
+             "values, %d duplicate rows, %d rows / %d users below the core (%s)", path,
+             len(users), len(item_ids), len(df), counts["rows_with_missing_values"],
+             counts["duplicate_rows"], counts["core_dropped_rows"],
+             counts["core_dropped_users"], counts["core"])
     return InteractionData(
         name=name or path.stem,
         sequences=seqs,
         item_ids=item_ids,
         user_ids=users.astype(str),
+        item_text=text,
         source=str(path),
+        meta={"hygiene": counts},
     )
+
+
+def read_item_metadata(path: Path, item_ids: np.ndarray, item_col: str = "item") -> ItemText:
+    """Item metadata for a log: titles, categories and any attribute columns by item id.
+
+    The id column is ``item_col`` (as in the log), ``item_id`` or ``id``; ``categories``
+    may join several paths with ``" | "`` and levels with ``" > "``, like items.tsv.
+    Items of the log the file does not list get empty values (counted in the log).
+    """
+    if not path.is_file():
+        raise DataError(f"{path} not found: --items takes a CSV, TSV or Parquet file with "
+                        f"an id column ({item_col}, item_id or id) and title/categories/"
+                        "attribute columns")
+    df = read_table(path)
+    id_col = next((c for c in (item_col, "item_id", "id") if c in df.columns), None)
+    if id_col is None:
+        raise DataError(f"{path}: no item id column; expected one of {item_col!r}, 'item_id', "
+                        f"'id' among {list(df.columns)}")
+    df = df.assign(**{id_col: _id_strings(df[id_col])}).dropna(subset=[id_col])
+    df = df.drop_duplicates(subset=[id_col], keep="first").set_index(id_col)
+    ids = [str(x) for x in item_ids]
+    known = df.index.intersection(ids)
+    if len(known) < len(ids):
+        log.warning("%s describes %d of the %d items in the log", path, len(known), len(ids))
+    df = df.reindex(ids)
+
+    def column(name: str) -> list[str]:
+        return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip()
+                for v in df[name].astype(object)]
+
+    titles = column("title") if "title" in df.columns else [""] * len(ids)
+    cats = ([parse_categories(c) for c in column("categories")] if "categories" in df.columns
+            else [[] for _ in ids])
+    attrs = {c: column(c) for c in df.columns if c not in ("title", "categories")}
+    return ItemText(title=titles, categories=cats, attributes=attrs)
+
+
+def parse_categories(text: str) -> list[list[str]]:
+    """``"Beauty > Makeup | Sale"`` -> ``[["Beauty", "Makeup"], ["Sale"]]``."""
+    return [[lvl.strip() for lvl in p.split(" > ") if lvl.strip()]
+            for p in text.split(" | ") if p.strip()]

@@ -8,11 +8,18 @@ the embedded ``<repo>/data/<name>``.
 from __future__ import annotations
 
 import os
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from training.data.dataset import InteractionData
-from training.data.loaders import DataError, load_interaction_log, load_s3rec
+from training.data.loaders import (
+    LOG_SUFFIXES,
+    DataError,
+    load_interaction_log,
+    load_s3rec,
+    read_item_metadata,
+)
+from training.data.options import DataOptions
 from training.data.synthetic import SyntheticConfig, make_synthetic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -59,16 +66,33 @@ def parse_synthetic(spec: str) -> SyntheticConfig:
     return SyntheticConfig(**kwargs)
 
 
-def load_dataset(spec: str) -> InteractionData:
+def load_dataset(spec: str, options: DataOptions | None = None) -> InteractionData:
     """A dataset by name, folder, interaction-log file or ``synthetic[:options]``."""
+    opts = options or DataOptions()
     if spec == "synthetic" or spec.startswith("synthetic:"):
         return make_synthetic(parse_synthetic(spec))
     path = Path(spec).expanduser()
     if path.is_dir():
-        return load_s3rec(path)
-    if path.suffix.lower() in {".csv", ".parquet", ".pq"}:
-        return load_interaction_log(path)
-    if os.sep in spec or path.suffix:
+        data = load_s3rec(path)
+    elif path.suffix.lower() in LOG_SUFFIXES:
+        return load_interaction_log(path, opts.user_col, opts.item_col, opts.time_col,
+                                    min_user_len=opts.min_interactions, items=opts.items)
+    elif path.is_file():
+        raise DataError(f"{spec}: unsupported file type {path.suffix!r}; a log must be "
+                        f"{', '.join(sorted(LOG_SUFFIXES))} (or a folder with interactions.txt)")
+    elif os.sep in spec or path.suffix:
         raise DataError(f"{spec} not found: pass a dataset name, a folder with "
-                        "interactions.txt, or a .csv/.parquet log")
-    return load_s3rec(resolve_dataset(spec), name=spec)
+                        "interactions.txt, or a .csv/.tsv/.parquet log")
+    else:
+        data = load_s3rec(resolve_dataset(spec), name=spec)
+    if opts.items:
+        data = replace(data, item_text=read_item_metadata(Path(opts.items), data.item_ids,
+                                                          opts.item_col))
+    return data
+
+
+def config_spec(spec: str) -> str:
+    """The dataset as a run config records it: an existing path made absolute, so that
+    ``seater evaluate`` or ``export`` started from another folder reads the same data."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec

@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from training.cli_options import (
+    ItemColOpt,
+    ItemsOpt,
+    MinInteractionsOpt,
+    TimeColOpt,
+    UserColOpt,
+    VerboseOpt,
+    data_flags,
+    fail,
+    setup_logging,
+)
 from training.config import ConfigError, build
+from training.data import config_spec
 from training.data.loaders import DataError
+from training.reports import command_line
 
 index_app = typer.Typer(help="Learn item identifiers (semantic IDs from item text).",
                         no_args_is_help=True)
@@ -25,26 +36,12 @@ index_app = typer.Typer(help="Learn item identifiers (semantic IDs from item tex
 log = logging.getLogger(__name__)
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
-
-
-def _command() -> str:
-    return "seater " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
 DatasetOpt = Annotated[str | None, typer.Option(
     "--dataset", "-d", help="beauty|sports|yelp (needs items.tsv with titles/categories), "
-    "'synthetic[:opts]', or a folder with interactions.txt + items.tsv.")]
+    "'synthetic[:opts]', a folder with interactions.txt + items.tsv, or a .csv/.tsv/.parquet "
+    "log with --items.")]
 ThreadsOpt = Annotated[int | None, typer.Option(
     "--threads", help="torch and BLAS threads (1 on a shared machine; 0 = library default).")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 
 
 @index_app.command("semantic")
@@ -53,6 +50,11 @@ def semantic(
         "--config", "-c", help="YAML/TOML/JSON run config (sections: text, model, train, "
         "assign).")] = None,
     dataset: DatasetOpt = None,
+    user_col: UserColOpt = None,
+    item_col: ItemColOpt = None,
+    time_col: TimeColOpt = None,
+    items: ItemsOpt = None,
+    min_interactions: MinInteractionsOpt = None,
     out: Annotated[str | None, typer.Option(
         "--out", help="Runs folder; writes OUT/<dataset>/<name>/ (default runs).")] = None,
     name: Annotated[str | None, typer.Option(
@@ -80,17 +82,19 @@ def semantic(
     from training.lmindexer.config import SemanticRun
     from training.lmindexer.pipeline import run_semantic
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
     flags = {
-        "dataset": dataset, "out_dir": out, "name": name, "text.fields": fields,
+        "dataset": config_spec(dataset) if dataset else None, "out_dir": out, "name": name,
+        **data_flags(user_col, item_col, time_col, items, min_interactions),
+        "text.fields": fields,
         "model.k": k, "model.levels": levels, "train.epochs": epochs, "train.seed": seed,
         "train.threads": threads, "assign.max_collision": max_collision,
     }
     try:
         cfg = build(SemanticRun, config, flags, overrides)
-        report = run_semantic(cfg, command=_command())
+        report = run_semantic(cfg, command=command_line())
     except (ConfigError, DataError, ValueError, FileNotFoundError, RuntimeError) as e:
-        _fail(e)
+        fail(e)
     summary = {"codes": str(Path(cfg.out_dir) / report["dataset"] / cfg.name / "codes.npy"),
                "levels": report["levels"], "k": report["k"],
                "collisions": report["collisions"]["stored"],
@@ -130,7 +134,7 @@ def ami(
     from training.lmindexer.pipeline import load_indexer, threads_limited
     from training.reports import REPORTS_DIR
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -149,9 +153,9 @@ def ami(
         sasrec = sasrec_emb or Path("runs") / data.name / "sasrec-loo" / "fit" / "item_emb.npy"
         with threads_limited(threads or 0):
             result = compare(data.name, data.item_text, np.load(codes_path), run_report, sasrec,
-                             text_emb, k, seed, _command())
+                             text_emb, k, seed, command_line())
     except (DataError, ValueError, FileNotFoundError) as e:
-        _fail(e)
+        fail(e)
     path = out or REPORTS_DIR / "quality" / f"semantic_ids_{data.name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,13 +238,12 @@ def publish_tree_version(base: Path, tree: IdTree, node_emb: np.ndarray, items: 
     The manifest is ``base``'s with the version, time, commit, checksums and tree shape
     renewed and ``base_version`` added. The tree must keep ``base``'s k and depth (the
     graphs fix the children width and the longest prefix) and the table its width.
-    Written to a temp dir and renamed, like ``export_bundle``; bundles are immutable.
+    Published by ``training.publish`` like every bundle (atomic, checksummed, immutable).
     Shape: node_emb [tree.n_nodes, d].
     """
-    from training.export import sha256
-    from training.reports import git_commit, now
+    from training.publish import publish_bundle
 
-    base, out_root = Path(base), Path(out_root)
+    base = Path(base)
     manifest = json.loads((base / "manifest.json").read_text())
     shape, d = manifest["tree"], manifest["config"]["d_model"]
     table = np.ascontiguousarray(node_emb, dtype=np.float32)
@@ -256,25 +254,16 @@ def publish_tree_version(base: Path, tree: IdTree, node_emb: np.ndarray, items: 
         raise ValueError(f"node_emb is {table.shape}, need ({tree.n_nodes}, {d})")
     if len(items["ids"]) != tree.n_items:
         raise ValueError(f"items has {len(items['ids'])} ids for {tree.n_items} tree items")
-    final = out_root / version
-    if final.exists():
-        raise FileExistsError(f"{final} exists: bundles are immutable, pick a new version")
-    out_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=out_root))
-    try:
+
+    def write(tmp: Path) -> dict[str, Any]:
         for name in GRAPHS:
             shutil.copy2(base / name, tmp / name)
         np.save(tmp / "embeddings.npy", table)
         tree.save(tmp / "tree.npz")
         (tmp / "items.json").write_text(json.dumps(items))
-        files = {name: {"sha256": sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
-                 for name in manifest["files"]}
-        manifest.update({"model_version": version, "exported_at": now(), "commit": git_commit(),
-                         "files": files, "tree": tree.summary(),
-                         "base_version": manifest["model_version"], **(extra or {})})
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+        kept = {k: v for k, v in manifest.items()
+                if k not in ("model_version", "exported_at", "commit", "files")}
+        return {**kept, "tree": tree.summary(), "base_version": manifest["model_version"],
+                **(extra or {})}
+
+    return publish_bundle(out_root, version, list(manifest["files"]), write)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from training.data.options import DataOptions
+
 TextFields = Literal["title+categories", "title"]
 
 
@@ -127,6 +129,7 @@ class SemanticRun:
     dataset: str = "beauty"
     out_dir: str = "runs"
     name: str = "semantic"
+    data: DataOptions = field(default_factory=DataOptions)
     text: TextParams = field(default_factory=TextParams)
     model: IndexerParams = field(default_factory=IndexerParams)
     train: ScheduleParams = field(default_factory=ScheduleParams)

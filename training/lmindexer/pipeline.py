@@ -75,7 +75,7 @@ def load_indexer(run_dir: Path) -> LoadedIndexer:
     path = Path(run_dir) / "indexer.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: train it with `seater index semantic`")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data
     cfg = from_dict(SemanticRun, ckpt["config"], str(path))
     model = SemanticIndexer(cfg.model, ckpt["n_vocab"])
     model.load_state_dict(ckpt["model"])
@@ -104,7 +104,7 @@ def run_semantic(cfg: SemanticRun, data: InteractionData | None = None,
 
 def _run(cfg: SemanticRun, data: InteractionData | None, encoder: TextEncoder | None,
          encoder_name: str, command: str) -> dict[str, Any]:
-    data = data or load_dataset(cfg.dataset)
+    data = data or load_dataset(cfg.dataset, cfg.data)
     if data.item_text is None:
         raise DataError(f"dataset {data.name} has no item text: semantic IDs need an "
                         "items.tsv (item_id, asin, title, categories) beside interactions.txt")

@@ -10,18 +10,15 @@ throughput and latency can be compared side by side. The bundle (manifest ``kind
 - ``item_emb.npy``: float32 ``[n_items, d]``, row = item index (no padding row);
 - ``items.json`` and ``manifest.json`` (sha256 of every file, config, metrics).
 
-As for SEATER (``training/export.py``): dynamo exporter, ONNX Runtime checked against
-torch on shapes other than the traced one before publishing, and the folder written to
-a temp dir and renamed, so a reader never sees half a bundle.
+As for SEATER (``training/seater/export.py``): dynamo exporter, ONNX Runtime checked against
+torch on shapes other than the traced one before publishing, through the one writer
+``training.publish``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.export import OPSET, sha256
-from training.reports import git_commit, now
+from training.publish import publish_bundle
 from training.sasrec.model import SASRec
+from training.seater.export import OPSET, quiet_exporter
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +61,7 @@ def export_encoder(model: SASRec, path: Path) -> None:
 
     model = model.eval().cpu()
     sample = _histories(model, batch=3, t=min(5, model.p.max_len), seed=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet_exporter():
         torch.onnx.export(
             UserGraph(model), (sample,), path, dynamo=True, opset_version=OPSET,
             input_names=["history"], output_names=["user"], external_data=False,
@@ -105,31 +101,21 @@ def export_sasrec_bundle(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``out_root/<version>/`` (encoder.onnx, item_emb.npy, items.json, manifest)."""
-    out_root = Path(out_root)
-    out_root.mkdir(parents=True, exist_ok=True)
-    final = out_root / version
-    if final.exists():
-        raise FileExistsError(f"{final} exists: bundles are immutable, pick a new version")
     if len(items.get("ids", [])) != model.n_items:
         raise ValueError(f"items.json has {len(items.get('ids', []))} ids, "
                          f"the model {model.n_items} items")
     model = model.eval().cpu()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=out_root))
-    try:
+
+    def write(tmp: Path) -> dict[str, Any]:
         export_encoder(model, tmp / "encoder.onnx")
         parity = check_parity(model, tmp / "encoder.onnx")
         np.save(tmp / "item_emb.npy", model.item_embeddings())
         (tmp / "items.json").write_text(json.dumps(items))
         p = model.p
-        manifest = {
+        return {
             "format_version": FORMAT_VERSION,
             "kind": "dense",
-            "model_version": version,
             "dataset": dataset,
-            "exported_at": now(),
-            "commit": git_commit(),
-            "files": {name: {"sha256": sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
-                      for name in FILES},
             "config": {
                 "model": "sasrec", "d_model": p.d_model, "n_layers": p.n_layers,
                 "n_heads": p.n_heads, "max_history": p.max_len, "pad_id": model.pad_id,
@@ -141,46 +127,27 @@ def export_sasrec_bundle(
             "torch": torch.__version__,
             **(extra or {}),
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("dense bundle %s written (parity %.1e)", final, parity)
+
+    final = publish_bundle(out_root, version, FILES, write)
+    log.info("dense bundle %s written", final)
     return final
 
 
-def is_sasrec_run(run_dir: Path) -> bool:
-    """A SASRec run folder: ``model.pt`` without SEATER's ``tree.npz`` beside it."""
-    return (Path(run_dir) / "model.pt").is_file() and not (Path(run_dir) / "tree.npz").is_file()
-
-
 def load_sasrec_run(run_dir: Path) -> tuple[SASRec, Any, dict[str, Any]]:
-    """A trained SASRec run folder -> (model, SASRecRun config, checkpoint)."""
-    from training.config import from_dict
+    """A trained SASRec run folder -> (model, SASRecRun config, checkpoint).
+
+    Read with ``weights_only``: the checkpoint holds tensors and plain data only."""
+    from training.config import from_saved
     from training.sasrec.pipeline import SASRecRun
 
     ckpt_path = Path(run_dir) / "model.pt"
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"{ckpt_path} not found: train with `seater train sasrec`")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt.get("config"), dict) or "model" not in ckpt["config"]:
-        raise ValueError(f"{ckpt_path} has no SASRec config (keys: {sorted(ckpt)})")
-    cfg = from_dict(SASRecRun, ckpt["config"], str(ckpt_path))
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    config = ckpt.get("config")
+    if not isinstance(config, dict) or "model" not in config or "tree" in config:
+        raise ValueError(f"{ckpt_path} is not a SASRec checkpoint (no SASRec config in it)")
+    cfg = from_saved(SASRecRun, config, str(ckpt_path))
     model = SASRec(int(ckpt["n_items"]), cfg.model)
     model.load_state_dict(ckpt["model"])
     return model.eval(), cfg, ckpt
-
-
-def export_sasrec_run(run_dir: Path, out_root: Path, version: str | None = None) -> Path:
-    """``seater export --run runs/<dataset>/sasrec-loo``: the run's final model as a bundle."""
-    import datetime as dt
-
-    run_dir = Path(run_dir)
-    model, cfg, _ = load_sasrec_run(run_dir)
-    items = json.loads((run_dir / "items.json").read_text())
-    results = run_dir / "result.json"
-    metrics = json.loads(results.read_text())[-1]["metrics"] if results.is_file() else {}
-    version = version or f"{cfg.dataset}-sasrec-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
-    return export_sasrec_bundle(model, items, out_root, version, cfg.dataset, metrics,
-                                extra={"run": str(run_dir)})

@@ -8,7 +8,6 @@ these), ``items.json``, ``model.pt`` (the final model, refit if asked),
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,12 +16,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from training.data import InteractionData, Sequences, load_dataset
-from training.reports import update_quality_report
-from training.runner import fit_and_test, report_entries
+from training.data import DataOptions, InteractionData, Sequences
+from training.runner import finish_run, fit_and_test, report_entries, start_run, write_items
 from training.sasrec.model import SASRec, SASRecParams
 from training.sasrec.task import SASRecTask
-from training.trainer import TrainConfig, is_main_process, resolve_device
+from training.trainer import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +31,11 @@ class SASRecRun:
     protocol: Literal["loo", "seater"] = "loo"
     refit: bool = False
     exclude_seen: Literal["auto", "yes", "no"] = "auto"
-    bucket: bool = False
     out_dir: str = "runs"
     name: str = ""
-    report: bool = True
+    reports_dir: str = ""  # also write results into <reports_dir>/quality/ (benchmarks do)
+    preset: str = "default"
+    data: DataOptions = field(default_factory=DataOptions)
     model: SASRecParams = field(default_factory=SASRecParams)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -55,15 +54,9 @@ def exclude_seen_for(choice: str, protocol: str) -> bool:
     return protocol == "loo" if choice == "auto" else choice == "yes"
 
 
-def write_items(folder: Path, data: InteractionData) -> None:
-    items: dict[str, Any] = {"ids": [str(x) for x in data.item_ids]}
-    if data.item_text is not None:
-        items["titles"] = data.item_text.title
-    (folder / "items.json").write_text(json.dumps(items))
-
-
 def save_sasrec(folder: Path, model: SASRec, data: InteractionData, extra: dict[str, Any]
                 ) -> None:
+    """``model.pt`` (weights + plain-data config), ``item_emb.npy`` and ``items.json``."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), **extra}, folder / "model.pt")
     np.save(folder / "item_emb.npy", model.item_embeddings())
@@ -83,38 +76,32 @@ def variant_name(cfg: SASRecRun) -> str:
         parts.append("padkeys")
     if cfg.train.adam_beta2 != TrainConfig.adam_beta2:
         parts.append(f"b2-{cfg.train.adam_beta2:g}")
+    if cfg.train.epochs < TrainConfig.epochs:  # a budgeted run is not the converged one
+        parts.append(f"ep{cfg.train.epochs}")
     return "-".join(parts)
 
 
 def run_sasrec(cfg: SASRecRun, resume: bool = True, data: InteractionData | None = None
                ) -> list[dict[str, Any]]:
     """Train, test and export; one report entry, plus a second one when refitting."""
-    data = data or load_dataset(cfg.dataset)
-    device = resolve_device(cfg.train.device)
-    run_dir = Path(cfg.out_dir) / data.name / cfg.run_name
-    main = is_main_process()  # under torchrun, rank 0 alone writes files and reports
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if main:
-        (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    extra = {"config": asdict(cfg), "n_items": data.n_items}
+    run = start_run(cfg, resume, data)
+    data = run.data
+    extra = {"kind": "sasrec", "config": asdict(cfg), "n_items": data.n_items}
     log.info("SASRec on %s (%s), %d items, device %s", data.name, cfg.protocol,
-             data.n_items, device)
+             data.n_items, run.device)
 
     def build(train_seqs: Sequences) -> SASRecTask:
-        model = SASRec(data.n_items, cfg.model).to(device)
-        return SASRecTask(model, train_seqs, device, bucket=cfg.bucket)
+        return SASRecTask(SASRec(data.n_items, cfg.model).to(run.device), train_seqs,
+                          run.device)
 
     out = fit_and_test(
-        build, data, cfg.protocol, cfg.train, run_dir, cfg.refit, cfg.excludes_seen(), resume,
-        extra, on_fit=lambda task: main and save_sasrec(run_dir / "fit", task.model, data, extra),
+        build, data, cfg.protocol, cfg.train, run.dir, cfg.refit, cfg.excludes_seen(), resume,
+        extra, on_fit=lambda task: run.main and save_sasrec(run.dir / "fit", task.model, data,
+                                                               extra),
     )
     entries = report_entries(out, "sasrec", variant_name(cfg), data, cfg.excludes_seen(),
-                             cfg.model.max_len, asdict(cfg), run_dir, device)
-    if not main:
-        return entries
-    save_sasrec(run_dir, out.task.model, data, extra)
-    (run_dir / "result.json").write_text(json.dumps(entries, indent=2))
-    if cfg.report:
-        for entry in entries:
-            log.info("report updated: %s", update_quality_report(data.name, entry))
+                             cfg.model.max_len, asdict(cfg), run.dir, run.device)
+    if run.main:
+        save_sasrec(run.dir, out.task.model, data, extra)
+    finish_run(run, entries, cfg.reports_dir)
     return entries

@@ -1,15 +1,18 @@
 """``seater train seater``: embeddings -> ID tree -> SEATER (3 losses) -> test -> report.
 
 Item embeddings come from a SASRec run on the same dataset and protocol (its early-
-stopped fit, which saw no validation targets); when none exists one is trained first.
-The tree is cached in the run folder next to the model, so ``seater export`` and the
-evaluation use exactly the tree the model was trained on.
+stopped fit, which saw no validation targets): ``--sasrec-run``, else the best one by
+validation metric among the dataset's SASRec runs of SEATER's width, else one trained
+first with the run's own budget. The tree is cached in the run folder next to the
+model, so ``seater export`` and the evaluation use exactly the tree the model was
+trained on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shlex
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -18,14 +21,15 @@ import numpy as np
 import torch
 
 from indexer import BuildConfig, IdTree, build_tree, from_codes, node_centroids
-from training.data import InteractionData, Sequences, load_dataset
-from training.reports import update_quality_report
-from training.runner import fit_and_test, report_entries
+from training.config import ConfigError, from_saved
+from training.data import DataOptions, InteractionData, Sequences
+from training.run_folder import FINGERPRINT, data_fingerprint
+from training.runner import finish_run, fit_and_test, report_entries, start_run
 from training.sasrec.model import SASRecParams
-from training.sasrec.pipeline import SASRecRun, exclude_seen_for, run_sasrec, write_items
+from training.sasrec.pipeline import SASRecRun, exclude_seen_for, run_sasrec
 from training.seater.model import Seater, SeaterParams
 from training.seater.task import LossConfig, SeaterTask
-from training.trainer import TrainConfig, barrier, is_main_process, resolve_device
+from training.trainer import TrainConfig, barrier
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +57,12 @@ class SeaterRun:
     exclude_seen: Literal["auto", "yes", "no"] = "auto"
     out_dir: str = "runs"
     name: str = ""
-    report: bool = True
+    reports_dir: str = ""  # also write results into <reports_dir>/quality/ (benchmarks do)
+    preset: str = "default"
     sasrec_run: str = ""
     init_from_sasrec: bool = True
     beam_size: int = 50
+    data: DataOptions = field(default_factory=DataOptions)
     tree: TreeParams = field(default_factory=TreeParams)
     model: SeaterParams = field(default_factory=SeaterParams)
     losses: LossConfig = field(default_factory=LossConfig)
@@ -71,27 +77,92 @@ class SeaterRun:
 
 
 def sasrec_embeddings(cfg: SeaterRun, data: InteractionData) -> tuple[np.ndarray, Path]:
-    """The fit's item embeddings (and its folder), training SASRec first if needed."""
-    folder = Path(cfg.sasrec_run or Path(cfg.out_dir) / data.name / f"sasrec-{cfg.protocol}")
+    """The chosen SASRec fit's item embeddings and its folder (see the module doc)."""
+    folder = Path(cfg.sasrec_run) if cfg.sasrec_run else best_sasrec_run(cfg, data)
+    if folder is None:
+        folder = train_sasrec_for(cfg, data)
     path = folder / "fit" / "item_emb.npy"
     if not path.is_file():
-        if cfg.sasrec_run:
-            raise FileNotFoundError(f"{path} not found: run `seater train sasrec` first or "
-                                    "point --sasrec-run at a SASRec run folder")
-        log.info("no SASRec run at %s: training one (seater train sasrec -d %s -p %s)",
-                 folder, data.name, cfg.protocol)
-        m = cfg.model
-        run_sasrec(SASRecRun(
-            dataset=cfg.dataset, protocol=cfg.protocol, out_dir=cfg.out_dir, report=cfg.report,
-            model=replace(SASRecParams(), d_model=m.d_model, max_len=m.max_len,
-                          n_layers=m.enc_layers, n_heads=m.enc_heads, ff_mult=m.enc_ff_mult),
-            train=replace(TrainConfig(), seed=cfg.train.seed, progress=cfg.train.progress,
-                          patience=10, device=cfg.train.device)), data=data)
+        raise FileNotFoundError(f"{path} not found: --sasrec-run must be a folder written by "
+                                "`seater train sasrec` (it has fit/item_emb.npy)")
     emb = np.load(path)
     if emb.shape[0] != data.n_items:
         raise ValueError(f"{path} has {emb.shape[0]} rows but {data.name} has "
-                         f"{data.n_items} items")
+                         f"{data.n_items} items: that SASRec run was trained on other data")
     return emb, folder
+
+
+def best_sasrec_run(cfg: SeaterRun, data: InteractionData) -> Path | None:
+    """Among ``<out_dir>/<dataset>/*/`` SASRec runs with a finished fit on this data and
+    protocol and SEATER's width, the best by validation ``train.metric``."""
+    want = data_fingerprint(data)["sha256"]
+    found: list[tuple[float, Path]] = []
+    for folder in sorted((Path(cfg.out_dir) / data.name).glob("*/")):
+        try:
+            conf = json.loads((folder / "config.json").read_text())
+            fit = json.loads((folder / "result.json").read_text())[0]
+            prints = json.loads((folder / FINGERPRINT).read_text())
+        except (OSError, ValueError, IndexError, KeyError):
+            continue
+        if not (folder / "fit" / "item_emb.npy").is_file() or "tree" in conf:
+            continue
+        if (prints.get("sha256") != want or conf.get("protocol") != cfg.protocol
+                or conf.get("model", {}).get("d_model") != cfg.model.d_model):
+            continue
+        score = fit.get("metrics", {}).get("valid", {}).get(cfg.train.metric)
+        if score is not None:
+            found.append((float(score), folder))
+    if not found:
+        return None
+    score, best = max(found)
+    log.info("SASRec for the tree and the initialisation: %s (valid %s %.4f, best of %d)",
+             best, cfg.train.metric, score, len(found))
+    return best
+
+
+def train_sasrec_for(cfg: SeaterRun, data: InteractionData) -> Path:
+    """No SASRec run yet: train one of SEATER's width with this run's budget, device and
+    threads, and say the command that does the same by hand."""
+    m, t = cfg.model, cfg.train
+    sasrec = SASRecRun(
+        dataset=cfg.dataset, protocol=cfg.protocol, out_dir=cfg.out_dir, data=cfg.data,
+        reports_dir=cfg.reports_dir,
+        model=replace(SASRecParams(), d_model=m.d_model, max_len=m.max_len,
+                      n_layers=m.enc_layers, n_heads=m.enc_heads, ff_mult=m.enc_ff_mult),
+        train=replace(TrainConfig(), seed=t.seed, progress=t.progress, device=t.device,
+                      threads=t.threads, epochs=t.epochs, max_batches=t.max_batches,
+                      max_eval_users=t.max_eval_users, final_eval_users=t.final_eval_users,
+                      patience=min(10, t.patience) if t.patience else 10))
+    folder = Path(cfg.out_dir) / data.name / sasrec.run_name
+    log.info("no SASRec run of width %d in %s: training one, as `%s`", m.d_model,
+             folder.parent, sasrec_command(sasrec))
+    run_sasrec(sasrec, data=data)
+    return folder
+
+
+def sasrec_command(run: SASRecRun) -> str:
+    """The ``seater train sasrec`` command line for ``run``'s settings that matter here."""
+    p, t, d = run.model, run.train, run.data
+    args = ["seater", "train", "sasrec", "-d", run.dataset, "-p", run.protocol,
+            "--d-model", str(p.d_model), "--max-len", str(p.max_len), "--layers",
+            str(p.n_layers), "--heads", str(p.n_heads), "--epochs", str(t.epochs),
+            "--patience", str(t.patience), "--seed", str(t.seed)]
+    if run.out_dir != "runs":
+        args += ["--out", run.out_dir]
+    for flag, value, default in (("--user-col", d.user_col, "user"),
+                                 ("--item-col", d.item_col, "item"),
+                                 ("--time-col", d.time_col, "timestamp"),
+                                 ("--items", d.items, "")):
+        if value != default:
+            args += [flag, value]
+    if p.ff_mult != SASRecParams.ff_mult:
+        args += ["--set", f"model.ff_mult={p.ff_mult}"]
+    for key in ("threads", "max_batches", "max_eval_users", "final_eval_users"):
+        if getattr(t, key):
+            args += ["--set", f"train.{key}={getattr(t, key)}"]
+    if t.device != "auto":
+        args += ["--device", t.device]
+    return shlex.join(args)
 
 
 def make_tree(cfg: TreeParams, emb: np.ndarray | None, n_items: int) -> tuple[IdTree, dict]:
@@ -111,14 +182,29 @@ def make_tree(cfg: TreeParams, emb: np.ndarray | None, n_items: int) -> tuple[Id
 
 def init_from_sasrec(model: Seater, tree: IdTree, sasrec_folder: Path, emb: np.ndarray) -> None:
     """Leaves <- SASRec item embeddings, internal nodes <- their leaves' centroid, and the
-    encoder <- SASRec's encoder when the shapes match (same stack, same width)."""
+    encoder <- SASRec's encoder when the stacks match.
+
+    A SASRec with other input scaling or padding masking (the RecTools-style options)
+    would run its weights under the wrong conditions here, so that is refused."""
     if emb.shape[1] != model.p.d_model:
-        raise ValueError(f"SASRec embeddings in {sasrec_folder} are {emb.shape[1]}-d but "
-                         f"SEATER has d_model={model.p.d_model}: match them or use --scratch")
+        raise ConfigError(f"SASRec embeddings in {sasrec_folder} are {emb.shape[1]}-d but "
+                          f"SEATER has d_model={model.p.d_model}: pass --d-model "
+                          f"{emb.shape[1]}, another --sasrec-run, or --scratch")
+    conf = sasrec_folder / "config.json"
+    sasrec = from_saved(SASRecRun, json.loads(conf.read_text()), str(conf)).model
+    want = {"scale_input": sasrec.init == "sasrec", "mask_padded_keys": sasrec.mask_padded_keys}
+    have = {"scale_input": model.encoder.scale != 1.0,
+            "mask_padded_keys": model.encoder.mask_padded_keys}
+    if want != have:
+        diff = ", ".join(f"{k}: SASRec {want[k]}, SEATER {have[k]}" for k in want
+                         if want[k] != have[k])
+        raise ConfigError(f"{sasrec_folder} was trained with another encoder input ({diff}); "
+                          "SEATER's encoder cannot take its weights as they are. Use a SASRec "
+                          "run with the original details (--sasrec-run), or --scratch")
     with torch.no_grad():
         model.node_emb.weight.copy_(torch.from_numpy(node_centroids(tree, emb)))
     state = torch.load(sasrec_folder / "fit" / "model.pt", map_location="cpu",
-                       weights_only=False)["model"]
+                       weights_only=True)["model"]
     enc = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     own = model.encoder.state_dict()
     if enc.keys() == own.keys() and all(enc[k].shape == own[k].shape for k in own):
@@ -148,15 +234,27 @@ def variant_name(cfg: SeaterRun) -> str:
 
 def load_run(run_dir: Path, device: torch.device | str = "cpu"
              ) -> tuple[Seater, IdTree, SeaterRun, dict[str, Any]]:
-    """A trained SEATER run folder -> (model, tree, config, checkpoint extras)."""
-    from training.config import from_dict
+    """A trained SEATER run folder -> (model, tree, config, checkpoint extras).
 
-    ckpt_path = Path(run_dir) / "model.pt"
+    The checkpoint is read with ``weights_only``: it holds tensors and plain data only,
+    so loading a run cannot execute code from it."""
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / "model.pt"
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"{ckpt_path} not found: train with `seater train seater`")
-    ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-    cfg = from_dict(SeaterRun, ckpt["config"], str(ckpt_path))
-    tree = IdTree.load(Path(run_dir) / "tree.npz")
+    ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    config = ckpt.get("config", {})
+    if ckpt.get("kind", "seater") != "seater" or "tree" not in config:
+        raise ValueError(f"{run_dir} is a SASRec run, not a SEATER run: `seater evaluate` "
+                         "takes runs of `seater train seater`; SASRec runs report their test "
+                         "metrics in result.json and export with `seater export`")
+    cfg = from_saved(SeaterRun, config, str(ckpt_path))
+    tree_path = run_dir / "tree.npz"
+    if not tree_path.is_file():
+        raise FileNotFoundError(f"{tree_path} not found: the SEATER run {run_dir} is "
+                                "incomplete (its tree is written before training starts); "
+                                "train it again with `seater train seater`")
+    tree = IdTree.load(tree_path)
     model = Seater(tree.n_nodes, tree.max_depth, tree.root, cfg.model)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), tree, cfg, ckpt
@@ -164,48 +262,38 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu"
 
 def run_seater(cfg: SeaterRun, resume: bool = True, data: InteractionData | None = None
                ) -> list[dict[str, Any]]:
-    data = data or load_dataset(cfg.dataset)
-    device = resolve_device(cfg.train.device)
-    run_dir = Path(cfg.out_dir) / data.name / cfg.run_name
-    main = is_main_process()  # under torchrun, rank 0 alone writes files and reports
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if main:
-        (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-
+    run = start_run(cfg, resume, data)
+    data, run_dir = run.data, run.dir
     needs_emb = cfg.tree.ids in ("balanced", "kmeans") or cfg.init_from_sasrec
     emb, sasrec_folder = sasrec_embeddings(cfg, data) if needs_emb else (None, None)
     tree_path = run_dir / "tree.npz"
-    if main and not (resume and tree_path.is_file()):
+    if run.main and not (resume and tree_path.is_file()):
         tree, tree_report = make_tree(cfg.tree, emb, data.n_items)
         tree.save(tree_path)
         (run_dir / "tree.json").write_text(json.dumps(tree_report, indent=2))
-    if main:
-        write_items(run_dir, data)
     barrier()  # every rank trains on the tree rank 0 built
     tree = IdTree.load(tree_path)
     tree_report = json.loads((run_dir / "tree.json").read_text())
     log.info("tree %s: %s", cfg.tree.ids, tree.summary())
-    extra = {"config": asdict(cfg), "n_items": data.n_items, "tree": tree.summary()}
+    extra = {"kind": "seater", "config": asdict(cfg), "n_items": data.n_items,
+             "tree": tree.summary(), "sasrec_run": str(sasrec_folder or "")}
 
     def build(train_seqs: Sequences) -> SeaterTask:
         model = Seater(tree.n_nodes, tree.max_depth, tree.root, cfg.model)
         if cfg.init_from_sasrec and sasrec_folder is not None and emb is not None:
             init_from_sasrec(model, tree, sasrec_folder, emb)
-        return SeaterTask(model.to(device), tree, train_seqs, device, cfg.losses,
+        return SeaterTask(model.to(run.device), tree, train_seqs, run.device, cfg.losses,
                           beam_size=cfg.beam_size)
 
     out = fit_and_test(build, data, cfg.protocol, cfg.train, run_dir, cfg.refit,
                        cfg.excludes_seen(), resume, extra)
     entries = report_entries(
         out, "seater", variant_name(cfg), data, cfg.excludes_seen(), cfg.model.max_len,
-        asdict(cfg), run_dir, device,
-        extra={"tree": {**tree.summary(), "build": tree_report}},
+        asdict(cfg), run_dir, run.device,
+        extra={"tree": {**tree.summary(), "build": tree_report},
+               "sasrec_run": str(sasrec_folder or "")},
     )
-    if not main:
-        return entries
-    torch.save({"model": out.task.model.state_dict(), **extra}, run_dir / "model.pt")
-    (run_dir / "result.json").write_text(json.dumps(entries, indent=2))
-    if cfg.report:
-        for entry in entries:
-            log.info("report updated: %s", update_quality_report(data.name, entry))
+    if run.main:
+        torch.save({"model": out.task.model.state_dict(), **extra}, run_dir / "model.pt")
+    finish_run(run, entries, cfg.reports_dir)
     return entries
