@@ -3,12 +3,16 @@
 ``create_app(settings, engine_loader=...)`` wires routes, error mapping and middleware;
 the lifespan builds the model holder (loading the bundle), the cache client and the
 micro-batcher on ``app.state`` and closes them in reverse order after uvicorn has let
-in-flight requests finish. Tests inject a fake ``engine_loader``; production uses
-:func:`service.runtime.load_engine`. ``factory()`` is the uvicorn ``--factory`` entry.
+in-flight requests finish. With no bundle at SEATER_ARTIFACTS yet, the app starts live but
+not ready and loads the bundle when one appears there. Tests inject a fake
+``engine_loader``; production uses :func:`service.runtime.load_engine`. ``factory()`` is
+the uvicorn ``--factory`` entry.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +23,7 @@ from fastapi import FastAPI
 from service.api.routes import admin, health, model, retrieve
 from service.api.routes import metrics as metrics_routes
 from service.batcher import MicroBatcher
+from service.bundle import has_bundle
 from service.cache import build_cache
 from service.engine import Engine
 from service.errors import install_error_handlers
@@ -65,15 +70,22 @@ def create_app(
         app.state.cache = cache
         app.state.batcher = batcher
         app.state.retriever = Retriever(holder, batcher, settings)
+        waiting: asyncio.Task[None] | None = None
         try:
-            if settings.artifacts is not None:
+            if settings.artifacts is None:
+                log.warning("SEATER_ARTIFACTS is not set: not ready until a reload loads a model")
+            elif has_bundle(settings.artifacts):
                 await holder.load()
             else:
-                log.warning("SEATER_ARTIFACTS is not set: not ready until a reload loads a model")
+                waiting = asyncio.create_task(holder.wait_for_bundle(settings.artifacts_poll_s))
             batcher.start()
             log.info("service started (cache: %s)", cache.backend)
             yield
         finally:
+            if waiting is not None:
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
             await batcher.close(settings.drain_timeout_s)
             await cache.close()
             holder.close()

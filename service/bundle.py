@@ -40,6 +40,7 @@ REQUIRED_FILES = {
     DENSE: ("encoder.onnx", "item_emb.npy", "items.json"),
 }
 MAX_HISTORY_KEYS = ("max_history", "max_len", "max_seq_len")
+MANIFEST = "manifest.json"
 
 
 class BundleError(ValueError):
@@ -181,12 +182,21 @@ class Bundle:
         return self.manifest.model_version
 
 
+def has_bundle(path: str | Path) -> bool:
+    """Whether a bundle is at ``path`` (a pointer such as ``artifacts/current`` is followed).
+
+    The exporters publish a bundle by renaming a finished folder and then moving the
+    pointer, so a manifest seen here means the export is complete (or broken for good).
+    """
+    return (Path(path) / MANIFEST).is_file()
+
+
 def read_manifest(path: str | Path) -> Manifest:
     """The manifest of the bundle directory at ``path`` (checksums not yet verified)."""
     root = Path(path)
     if not root.is_dir():
         raise BundleError(f"{root} is not a directory")
-    return Manifest.read(root / "manifest.json")
+    return Manifest.read(root / MANIFEST)
 
 
 def _verified(path: str | Path, kind: str) -> tuple[Path, Manifest, Catalog]:
@@ -300,3 +310,10 @@ def load_dense_bundle(path: str | Path) -> DenseBundle:
     if problems:
         raise BundleError("bundle is inconsistent: " + "; ".join(problems))
     return bundle
+
+
+def read_bundle(path: str | Path) -> Bundle | DenseBundle:
+    """Read and verify the bundle at ``path``, of whichever kind its manifest names."""
+    if read_manifest(path).kind == DENSE:
+        return load_dense_bundle(path)
+    return load_bundle(path)

@@ -19,12 +19,22 @@ from service.schemas import RetrievedItem, RetrieveRequest, RetrieveResponse
 from service.settings import Settings
 
 _MAX_NAMED = 20  # unknown ids named in one error message
+_EXAMPLES = 2  # catalogue ids quoted as examples of valid ones
 
 
 def _limit(loc: str, value: int, limit: int, what: str) -> dict[str, str] | None:
     if value <= limit:
         return None
     return {"loc": loc, "msg": f"{what} is {value}, the limit is {limit}", "type": "limit"}
+
+
+def _catalogue_hint(engine: Engine) -> str:
+    """Where valid ids come from, with a couple of them: enough to spot a format mismatch
+    (``12`` vs ``sku-12``) without sending the catalogue."""
+    ids = engine.catalog.ids
+    examples = ", ".join(repr(i) for i in ids[:_EXAMPLES])
+    return (f"model {engine.version} knows {len(ids)} item ids, e.g. {examples} (all of them: "
+            'the "ids" list of the bundle\'s items.json)')
 
 
 class Retriever:
@@ -65,7 +75,8 @@ class Retriever:
             more = f" and {len(unknown) - _MAX_NAMED} more" if len(unknown) > _MAX_NAMED else ""
             raise UnknownItems(
                 f"{loc} has {len(unknown)} item id(s) unknown to model {engine.version}: "
-                f"{named}{more}; remove them or ask for SEATER_STRICT_IDS=false",
+                f"{named}{more}; remove them or ask for SEATER_STRICT_IDS=false; "
+                f"{_catalogue_hint(engine)}",
                 details=[
                     {"loc": loc, "msg": f"unknown item id {u!r}", "type": "unknown_item"}
                     for u in unknown[:_MAX_NAMED]
@@ -82,7 +93,8 @@ class Retriever:
         if history.size == 0:
             raise InvalidInput(
                 f"none of the {len(req.history)} history ids is known to model "
-                f"{engine.version}; send ids from the catalog (see GET /v1/model)",
+                f"{engine.version}: send the external item ids of its catalogue; "
+                f"{_catalogue_hint(engine)}",
                 details=[{"loc": "body.history", "msg": "no known ids", "type": "unknown_item"}],
             )
         truncated = history[-engine.info.max_history :]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from service.bundle import DENSE, Bundle, BundleError, load_bundle, read_manifest
+from service.bundle import Bundle, BundleError, DenseBundle, read_bundle
 from service.catalog import Catalog
 from service.engine import EncoderState, Engine, ModelInfo, SearchHit, length_buckets
 from service.sessions import CPU, CUDA, RuntimeOptions, choose_providers, device_of, open_session
@@ -252,14 +252,15 @@ def load_engine(path: Path, settings: Settings, search_fn: SearchFn | None = Non
 
     The holder smoke-tests the result before it serves.
     """
-    options = RuntimeOptions.from_settings(settings)
-    engine: Engine
-    if read_manifest(path).kind == DENSE:
-        from service.dense import DenseEngine, load_dense_bundle
+    from service.dense import DenseEngine
 
-        engine = DenseEngine(load_dense_bundle(path), options)
+    options = RuntimeOptions.from_settings(settings)
+    bundle = read_bundle(path)
+    engine: Engine
+    if isinstance(bundle, DenseBundle):
+        engine = DenseEngine(bundle, options)
     else:
-        engine = OnnxEngine(load_bundle(path), options, search_fn)
+        engine = OnnxEngine(bundle, options, search_fn)
     log.info(
         "loaded %s bundle %s (%s items, providers %s)",
         engine.info.kind,

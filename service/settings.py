@@ -35,8 +35,12 @@ class Settings(BaseSettings):
 
     # -- model bundle and reload ---------------------------------------------------------
     artifacts: Path | None = Field(
-        None, description="Bundle directory loaded at startup; unset = start unready."
+        None, description="Bundle directory loaded at startup, or a pointer to one (the "
+        "exporter's artifacts/current symlink, followed at every load); unset = start unready."
     )
+    artifacts_poll_s: float = Field(
+        2.0, gt=0.0, le=3600.0, description="While no bundle is at SEATER_ARTIFACTS: how "
+        "often to look for one (the service is live but not ready until it loads).")
     reload_enabled: bool = Field(False, description="Expose POST /v1/admin/reload.")
     reload_token: SecretStr | None = Field(None, description="Bearer token for reload.")
     reload_root: Path | None = Field(

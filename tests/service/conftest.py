@@ -29,9 +29,11 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def artifacts_root(tmp_path: Path) -> Path:
-    """A folder of fake bundle directories (the fake loader only reads their names)."""
+    """A folder of fake bundle directories: a manifest says a bundle is there, and the fake
+    loader reads only their names."""
     for name in ("v1", "v2", "v3", "bad-v9", "broken-v8"):
         (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text("{}")
     return tmp_path
 
 

@@ -26,6 +26,7 @@ schema = schemathesis.openapi.from_dict(
 def base_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("schemathesis")
     (root / "v1").mkdir()
+    (root / "v1" / "manifest.json").write_text("{}")  # a bundle is there (the fake reads none)
     app_settings = Settings(
         artifacts=root / "v1",
         redis_url=None,

@@ -105,13 +105,19 @@ async def test_unknown_ids_are_named_in_a_422_when_strict(make_settings):
     body = r.json()
     assert body["code"] == "unknown_items"
     assert "'nope'" in body["message"] and "'zilch'" in body["message"]
+    assert "knows 300 item ids, e.g. '1000', '1001'" in body["message"]
     assert body["request_id"] == r.headers["x-request-id"]
 
 
 async def test_history_of_only_unknown_ids_is_a_422(make_settings):
     async with running(make_settings()) as client:
         r = await client.post("/retrieve", json={"history": ["a", "b"]})
-    assert r.status_code == 422 and "none of the 2 history ids" in r.json()["message"]
+    message = r.json()["message"]
+    assert r.status_code == 422 and "none of the 2 history ids" in message
+    # Actionable without a catalogue dump: how many ids, two real ones, where the rest live.
+    assert "knows 300 item ids, e.g. '1000', '1001'" in message
+    assert "items.json" in message and "GET /v1/model" not in message
+    assert "'1002'" not in message
 
 
 MALFORMED = [
