@@ -8,7 +8,7 @@ offline search — on test-split histories of the run's dataset, with their seen
 excluded, and counts identical lists. Float differences of ~1e-6 can swap two items
 whose path scores tie to that precision, so the report also gives the overlap@n.
 
-    python benchmarks/bundle_parity.py --run runs/beauty/seater-loo-balanced-k16 \
+    python -m benchmarks.bundle_parity --run runs/beauty/seater-loo-balanced-k16 \
         --bundle artifacts/beauty-seater [--users 2000] [--n 10] [--beam 50]
       -> reports/bench/bundle_parity_<dataset>.json
 """
@@ -17,30 +17,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from service.runtime import load_engine  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from training.data import load_dataset  # noqa: E402
-from training.protocols import make_split  # noqa: E402
-from training.reports import git_commit, machine_info, now  # noqa: E402
-from training.seater.pipeline import load_run  # noqa: E402
-from training.seater.task import SeaterTask  # noqa: E402
+from benchmarks.common import ROOT, closing_load, pinned_threads, provenance
+from service.bundle import BundleError
+from service.runtime import load_engine
+from service.settings import Settings
+from training.data import load_dataset
+from training.protocols import make_split
+from training.seater.pipeline import load_run
+from training.seater.task import SeaterTask
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bundle_parity",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, type=Path)
     parser.add_argument("--bundle", required=True, type=Path)
@@ -50,8 +47,25 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+    args = parser.parse_args(argv)
+    header = provenance("benchmarks.bundle_parity", argv)
+    with pinned_threads(1) as pinned:
+        try:
+            out = {**compare(args), **header, "threads": pinned}
+        except (FileNotFoundError, BundleError) as exc:  # a wrong --run or --bundle
+            print(f"bundle_parity: {exc}", file=sys.stderr)
+            return 2
+    closing_load(out)
+    path = Path(args.out or ROOT / "reports" / "bench" / f"bundle_parity_{out['dataset']}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({k: out[k] for k in ("users", "identical_lists", f"mean_overlap@{args.n}",
+                                          "seconds")}))
+    return 0
+
+
+def compare(args: argparse.Namespace) -> dict:
+    """The engine's lists against ``SeaterTask.search`` on the run's test histories."""
 
     model, tree, cfg, _ = load_run(args.run)
     data = load_dataset(cfg.dataset)
@@ -86,7 +100,7 @@ def main() -> None:
             same += g == w
             overlap += len(set(g) & set(w)) / max(len(w), 1)
     n_users = int(users.size)
-    out = {
+    return {
         "benchmark": "bundle_parity",
         "run": str(args.run), "bundle": str(args.bundle), "dataset": data.name,
         "protocol": cfg.protocol, "split": "test", "users": n_users, "n": args.n,
@@ -94,15 +108,8 @@ def main() -> None:
         "identical_lists": round(same / n_users, 4),
         f"mean_overlap@{args.n}": round(overlap / n_users, 4),
         "seconds": {"torch_search": round(t_torch, 2), "onnx_engine": round(t_onnx, 2)},
-        "command": "python " + " ".join(sys.argv),
-        "commit": git_commit(), "machine": machine_info(), "date": now(),
     }
-    path = Path(args.out or ROOT / "reports" / "bench" / f"bundle_parity_{data.name}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps({k: out[k] for k in ("users", "identical_lists", f"mean_overlap@{args.n}",
-                                          "seconds")}))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

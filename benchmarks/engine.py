@@ -1,6 +1,6 @@
 """Engine-alone benchmark (no HTTP): SEATER's encoder + constrained beam search vs a dense floor.
 
-    python benchmarks/engine.py [--quick] [--bundle DIR] [--threads 1,2] [--out FILE]
+    python -m benchmarks.engine [--quick] [--bundle DIR] [--threads 1,2] [--out FILE]
 
 What is measured, per ONNX Runtime intra-op thread count of the decoder session (the
 encoder session keeps one thread, ``SEATER_ENCODER_INTRA_OP_THREADS``, and steps under 256
@@ -30,54 +30,49 @@ and ``timing_valid`` is false when more than ``--max-load`` cores were busy.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import random
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-PARSER = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-PARSER.add_argument("--quick", action="store_true", help="few repeats: a smoke run")
-PARSER.add_argument("--bundle", help="SEATER bundle directory (default: build a Beauty-shaped one)")
-PARSER.add_argument("--dense-bundle", help="dense baseline bundle directory (optional)")
-PARSER.add_argument("--data", default="data/beauty/interactions.txt")
-PARSER.add_argument("--threads", default="1,2", help="ONNX Runtime intra-op thread counts")
-PARSER.add_argument("--beam", type=int, default=50)
-PARSER.add_argument("--n", type=int, default=10)
-PARSER.add_argument("--blas-threads", default="1",
-                    help="numpy BLAS threads (1: OpenBLAS spin-waiting hurts on shared cores)")
-PARSER.add_argument("--max-load", type=float, default=0.2,
-                    help="cores other processes may keep busy before the run (timing_valid)")
-PARSER.add_argument("--out", default="reports/bench/service-engine.json")
-PARSER.add_argument("--seed", type=int, default=0)
-if __name__ == "__main__":
-    _blas = PARSER.parse_known_args()[0].blas_threads
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(_var, _blas)
+import numpy as np
 
-import json  # noqa: E402
-import platform  # noqa: E402
-import random  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from indexer.search import beam_search  # noqa: E402
-from service.bundle import load_bundle  # noqa: E402
-from service.runtime import OnnxEngine, RuntimeOptions  # noqa: E402
+from benchmarks.common import ROOT, closing_load, pinned_threads, provenance
+from indexer.search import beam_search
+from service.bundle import load_bundle
+from service.runtime import OnnxEngine, RuntimeOptions
 
 BEAUTY_ITEMS, D, K = 12_101, 64, 16
 CACHE = ROOT / "artifacts" / "bench"
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The engine benchmark's options, shared with the service benchmark's parser."""
+    parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run")
+    parser.add_argument("--bundle",
+                        help="SEATER bundle directory (default: build a Beauty-shaped one)")
+    parser.add_argument("--dense-bundle", help="dense baseline bundle directory (optional)")
+    parser.add_argument("--data", default="data/beauty/interactions.txt")
+    parser.add_argument("--threads", default="1,2", help="ONNX Runtime intra-op thread counts")
+    parser.add_argument("--beam", type=int, default=50)
+    parser.add_argument("--n", type=int, default=10)
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="numpy BLAS threads (1: spin-waiting BLAS threads hurt on shared "
+                             "cores)")
+    parser.add_argument("--max-load", type=float, default=0.2,
+                        help="cores other processes may keep busy before the run (timing_valid)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
 # ------------------------------------------------------------------ setup
 def cpu_gflops(seconds: float = 1.0) -> float:
-    """Single-thread float32 matmul rate now: the same code's speed drifts on this shared
-    VM, so every report carries this yardstick at its start and end."""
+    """Single-thread float32 matmul rate now: the same code's speed drifts on a shared
+    machine, so every report carries this yardstick at its start and end."""
     a = np.random.default_rng(0).random((256, 256), dtype=np.float32)
     t0, n = time.perf_counter(), 0
     while time.perf_counter() - t0 < seconds:
@@ -86,56 +81,23 @@ def cpu_gflops(seconds: float = 1.0) -> float:
     return round(n * 2 * 256**3 / (time.perf_counter() - t0) / 1e9, 1)
 
 
-def busy_cores(seconds: float = 2.0) -> float:
-    """Cores busy over the last ``seconds`` (from /proc/stat; -1 where it is missing).
-
-    The load average lags by minutes, so it still reads "busy" just after other jobs
-    stopped; this is what the machine does right now, before the benchmark starts."""
-
-    def snapshot() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-
-    try:
-        total0, idle0 = snapshot()
-        time.sleep(seconds)
-        total1, idle1 = snapshot()
-    except (OSError, ValueError, IndexError):
-        return -1.0
-    share = 1 - (idle1 - idle0) / max(total1 - total0, 1)
-    return round(share * (os.cpu_count() or 1), 2)
-
-
-def machine(max_load: float) -> dict[str, Any]:
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return "unknown"
-
+def header(module: str, argv: list[str], max_load: float) -> dict[str, Any]:
+    """Provenance plus what timing needs: runtime versions, a matmul yardstick, and
+    whether other processes kept more than ``max_load`` cores busy at the start."""
     import onnxruntime as ort
 
-    cpu = "unknown"
-    if Path("/proc/cpuinfo").is_file():
-        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
-                 .splitlines() if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    load = os.getloadavg()[0]
-    busy = busy_cores()
-    return {
-        "git_commit": git("rev-parse", "HEAD"),
-        "uncommitted_changes": bool(git("status", "--porcelain", "service", "training",
-                                        "indexer", "benchmarks")),
-        "cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-        "python": platform.python_version(), "numpy": np.__version__,
-        "onnxruntime": ort.__version__,
-        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-        "load_average_at_start": round(load, 2),
-        "matmul_gflops_at_start": cpu_gflops(),
-        "busy_cores_before_start": busy,
-        "loaded_machine": busy > max_load,
-    }
+    report = provenance(module, argv)
+    report["runtime"] = {"onnxruntime": ort.__version__, "numpy": np.__version__,
+                         "matmul_gflops_at_start": cpu_gflops()}
+    report["loaded_machine"] = report["load"]["busy_cores_at_start"] > max_load
+    return report
+
+
+def footer(report: dict[str, Any]) -> None:
+    """The load and the yardstick at the end; ``timing_valid`` from the start's load."""
+    closing_load(report)
+    report["runtime"]["matmul_gflops_at_end"] = cpu_gflops()
+    report["timing_valid"] = not report["loaded_machine"]
 
 
 def beauty_shape_bundle(seed: int = 0) -> Path:
@@ -149,7 +111,6 @@ def beauty_shape_bundle(seed: int = 0) -> Path:
     from training.export import export_bundle
     from training.seater.model import Seater, SeaterParams
 
-    torch.set_num_threads(1)
     x = np.random.default_rng(seed).normal(size=(BEAUTY_ITEMS, D)).astype(np.float32)
     tree, _ = build_tree(x, BuildConfig(k=K, splitter="fast", seed=seed, progress=False))
     torch.manual_seed(seed)
@@ -169,7 +130,6 @@ def dense_shape_bundle(seed: int = 0) -> Path:
     from training.sasrec.export import export_sasrec_bundle
     from training.sasrec.model import SASRec, SASRecParams
 
-    torch.set_num_threads(1)
     torch.manual_seed(seed)
     model = SASRec(BEAUTY_ITEMS, SASRecParams()).eval()
     items = {"ids": [str(i + 1) for i in range(BEAUTY_ITEMS)]}
@@ -389,19 +349,23 @@ def run_engine_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def main() -> None:
-    args = PARSER.parse_args()
-    report = {"machine": machine(args.max_load), "quick": args.quick,
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = add_arguments(argparse.ArgumentParser(prog="python -m benchmarks.engine",
+                                                   description=__doc__.split("\n")[0]))
+    parser.add_argument("--out", default="reports/bench/service-engine.json")
+    args = parser.parse_args(argv)
+    report = {**header("benchmarks.engine", argv, args.max_load), "quick": args.quick,
               "settings": {k: v for k, v in vars(args).items() if k != "out"}}
-    report["engine"] = run_engine_benchmarks(args)
-    load = os.getloadavg()[0]
-    report["machine"]["load_average_at_end"] = round(load, 2)
-    report["machine"]["matmul_gflops_at_end"] = cpu_gflops()
-    report["timing_valid"] = not report["machine"]["loaded_machine"]
+    with pinned_threads(args.blas_threads) as pinned:
+        report["threads"] = pinned
+        report["engine"] = run_engine_benchmarks(args)
+    footer(report)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

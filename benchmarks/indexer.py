@@ -1,6 +1,6 @@
 """Benchmark of the indexer: tree builds (exact vs fast) and constrained beam search.
 
-    python benchmarks/indexer.py [--quick] [--out reports/bench/indexer.json]
+    python -m benchmarks.indexer [--quick] [--out reports/bench/indexer.json]
 
 Builds: balanced trees over synthetic d=64 embeddings (a 1024-centre Gaussian mixture)
 for n = 10k, 100k, 1M with k = 16, exact (k-means-constrained) and fast splitters, and
@@ -17,38 +17,25 @@ query per request) so the search bookkeeping is what gets measured. Side by side
 All three return the same items (checked). Scorer time is measured separately, so
 "bookkeeping" = end-to-end minus scorer.
 
-BLAS is pinned to one thread (--blas-threads) because on this shared 2-core machine
-OpenBLAS's spinning threads slow small matmuls by 100x+ whenever another process runs.
-Builds are single-threaded: "cpu_seconds" (process CPU time) is what a build costs on
-an idle machine; "seconds" is wall time under whatever else the machine was running
-(load averages are recorded).
+BLAS is pinned (--blas-threads, one by default): spinning BLAS threads slow small
+matmuls badly whenever another process shares the cores. Builds are single-threaded:
+"cpu_seconds" (process CPU time) is what a build costs on an idle machine; "seconds" is
+wall time under whatever else the machine was running (the load is recorded).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
+from pathlib import Path
 
-_parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-_parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-_parser.add_argument("--out", default="reports/bench/indexer.json")
-_parser.add_argument("--seed", type=int, default=0)
-_parser.add_argument("--blas-threads", default="1")
-ARGS = _parser.parse_args() if __name__ == "__main__" else _parser.parse_args([])
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, ARGS.blas_threads)
+import numpy as np
 
-import json  # noqa: E402
-import platform  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from indexer import (  # noqa: E402
+from benchmarks.common import closing_load, pinned_threads, provenance
+from indexer import (
     BuildConfig,
     DotProductScorer,
     IdTree,
@@ -70,24 +57,6 @@ def embeddings(n: int, seed: int) -> np.ndarray:
     return centres[rng.integers(1024, size=n)] + noise
 
 
-def machine() -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "indexer"],
-                                    capture_output=True, text=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "unknown", None
-    return {
-        "git_commit": commit, "indexer_uncommitted_changes": dirty,
-        "cpu_count": os.cpu_count(), "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(), "numpy": np.__version__,
-        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-        "load_average_at_start": list(os.getloadavg()),
-    }
-
-
 # ------------------------------------------------------------------ builds
 def bench_builds(sizes: list[int], exact_sizes: set[int], seed: int) -> tuple[dict, dict]:
     out: dict = {"d": D, "k": K, "data": "1024-centre Gaussian mixture, noise 0.5", "runs": []}
@@ -98,8 +67,8 @@ def bench_builds(sizes: list[int], exact_sizes: set[int], seed: int) -> tuple[di
         trees = {}
         for splitter in ("fast", "exact"):
             if splitter == "exact" and n not in exact_sizes:
-                row["exact"] = {"skipped": "exact min-cost-flow k-means is impractical here "
-                                "(~0.5 s per 1k points per split iteration; hours at 1M)"}
+                row["exact"] = {"skipped": "exact min-cost-flow k-means is impractical at "
+                                "this size (its cost grows much faster than n)"}
                 continue
             config = BuildConfig(k=K, splitter=splitter, seed=seed, progress=False)
             cpu0 = time.process_time()
@@ -370,34 +339,51 @@ def print_table(report: dict) -> None:
                   f" {row['speedup']['vs_hf_style_end_to_end']:6.0f}")
 
 
-def main() -> None:
-    seed, quick = ARGS.seed, ARGS.quick
-    started = time.perf_counter()
-    report: dict = {"benchmark": "indexer", "quick": quick, "seed": seed, "machine": machine()}
-    sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
-    exact_sizes = {10_000} if quick else {10_000, 100_000}
-    report["build"], kept = bench_builds(sizes, exact_sizes, seed)
-    if not quick:
-        seconds_1m = report["build"]["runs"][-1]["fast"]["seconds"]
-        report["build"]["1M_fast_under_10_min"] = seconds_1m < 600
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.indexer",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--out", default="reports/bench/indexer.json")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--blas-threads", type=int, default=1)
+    return parser.parse_args(argv)
 
-    x12 = np.random.default_rng(seed).standard_normal((12_101, D)).astype(np.float32)
-    tree12, rep12 = build_balanced(x12, BuildConfig(k=K, seed=seed, progress=False))
-    report["search"] = {"scorer": "DotProductScorer: log_softmax over children of q_b . e_child",
-                        "tree_12k_build": {"splitter": rep12.splitter,
-                                           "seconds": round(rep12.seconds, 2)}}
-    report["search"]["12k"] = bench_search("12k", tree12, seed, quick, hf_batch_cap=64)
-    if "1M" in kept:
-        report["search"]["1M"] = bench_search("1M", kept["1M"], seed, quick, hf_batch_cap=2)
-    report["machine"]["load_average_at_end"] = list(os.getloadavg())
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    seed, quick = args.seed, args.quick
+    started = time.perf_counter()
+    report: dict = {"benchmark": "indexer", "quick": quick, "seed": seed,
+                    **provenance("benchmarks.indexer", argv)}
+    with pinned_threads(args.blas_threads) as pinned:
+        report["threads"] = pinned
+        sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
+        exact_sizes = {10_000} if quick else {10_000, 100_000}
+        report["build"], kept = bench_builds(sizes, exact_sizes, seed)
+        if not quick:
+            seconds_1m = report["build"]["runs"][-1]["fast"]["seconds"]
+            report["build"]["1M_fast_under_10_min"] = seconds_1m < 600
+
+        x12 = np.random.default_rng(seed).standard_normal((12_101, D)).astype(np.float32)
+        tree12, rep12 = build_balanced(x12, BuildConfig(k=K, seed=seed, progress=False))
+        report["search"] = {
+            "scorer": "DotProductScorer: log_softmax over children of q_b . e_child",
+            "tree_12k_build": {"splitter": rep12.splitter, "seconds": round(rep12.seconds, 2)}}
+        report["search"]["12k"] = bench_search("12k", tree12, seed, quick, hf_batch_cap=64)
+        if "1M" in kept:
+            report["search"]["1M"] = bench_search("1M", kept["1M"], seed, quick,
+                                                  hf_batch_cap=2)
+    closing_load(report)
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     report["summary"] = summarise(report)
     print_table(report)
-    out = Path(ARGS.out)
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out} in {report['total_seconds']} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,13 +1,13 @@
-"""Full-size quality runs (hours on 2 CPU cores): the commands behind reports/quality/.
+"""Full-size quality runs (hours each on a CPU): the commands behind reports/quality/.
 
 Each experiment is one `seater` command; its result lands in
 `reports/quality/<dataset>.json` with the command, commit, seed and machine, and
 `seater report` renders the tables. Runs resume from their checkpoints, so an
 interrupted benchmark continues where it stopped.
 
-    python benchmarks/quality.py --list
-    python benchmarks/quality.py sasrec-beauty seater-beauty      # named experiments
-    python benchmarks/quality.py --group ablations                 # a whole group
+    python -m benchmarks.quality --list
+    python -m benchmarks.quality sasrec-beauty seater-beauty      # named experiments
+    python -m benchmarks.quality --group ablations                 # a whole group
 """
 
 from __future__ import annotations
@@ -95,15 +95,15 @@ def run(name: str, extra: list[str]) -> int:
     return rc
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="experiments to run")
     parser.add_argument("--group", help="run every experiment of a group")
     parser.add_argument("--list", action="store_true", help="list experiments and exit")
     parser.add_argument("--set", action="append", default=[],
                         help="extra `--set key=value` passed to every command")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.list:
         for name, (group, cmd) in EXPERIMENTS.items():
             print(f"{group:10s} {name:24s} {shlex.join(cmd)}")

@@ -1,8 +1,8 @@
 """Semantic IDs on a real catalogue: train the indexer, compare AMI with the other ID sources.
 
-    python benchmarks/semantic_ids.py [--dataset beauty] [--threads 1] [--quick]
+    python -m benchmarks.semantic_ids [--dataset beauty] [--threads 1] [--quick]
         [--title-only] [--out reports/quality/semantic_ids_<dataset>.json]
-    python benchmarks/semantic_ids.py --refresh-pairs   # after a new SEATER run
+    python -m benchmarks.semantic_ids --refresh-pairs   # after a new SEATER run
 
 1. ``seater index semantic`` (MiniLM embeddings cached in runs/<dataset>/semantic/), the
    progressive auto-encoder, capacity-aware codes, report.json and the usage plot;
@@ -23,64 +23,40 @@
 ``--title-only`` also trains on titles alone (no category words in the text, so the
 AMI is not helped by the text naming the category); it needs its own MiniLM pass.
 ``--quick`` trains 2 epochs per level (a smoke run; the report says so).
-Threads: torch and BLAS are pinned to --threads (the machine is shared).
+Threads: torch and BLAS are pinned to --threads.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import json
+import logging
 import sys
+import time
+from dataclasses import replace
+from pathlib import Path
 
-_parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-_parser.add_argument("--dataset", default="beauty")
-_parser.add_argument("--threads", type=int, default=1)
-_parser.add_argument("--seed", type=int, default=0)
-_parser.add_argument("--quick", action="store_true", help="2 epochs per level")
-_parser.add_argument("--title-only", action="store_true", help="also a title-only indexer")
-_parser.add_argument("--holdout", type=float, default=0.1,
-                     help="fraction of items held out for the cold-start check (0 = skip)")
-_parser.add_argument("--runs", default="runs")
-_parser.add_argument("--refresh-pairs", action="store_true",
-                     help="only re-read the SEATER semantic/balanced pairs from "
-                          "reports/quality/<dataset>.json into the existing report "
-                          "(after a new `seater train seater` run; trains nothing)")
-_parser.add_argument("--out", default="")
-ARGS = _parser.parse_args() if __name__ == "__main__" else _parser.parse_args([])
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, str(ARGS.threads))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import numpy as np
 
-import json  # noqa: E402
-import logging  # noqa: E402
-import shlex  # noqa: E402
-import time  # noqa: E402
-from dataclasses import replace  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import torch  # noqa: E402
-
-from indexer import from_codes  # noqa: E402
-from training.data import load_dataset  # noqa: E402
-from training.data.dataset import ItemText  # noqa: E402
-from training.lmindexer.ami import (  # noqa: E402
+from benchmarks.common import command, pinned_threads
+from indexer import from_codes
+from training.data import load_dataset
+from training.data.dataset import ItemText
+from training.lmindexer.ami import (
     ami,
     category_labels,
     first_varying_level,
     neighbour_agreement,
     prefix_clusters,
 )
-from training.lmindexer.cold_start import cold_start  # noqa: E402
-from training.lmindexer.compare import compare, seater_comparison  # noqa: E402
-from training.lmindexer.config import ScheduleParams, SemanticRun, TextParams  # noqa: E402
-from training.lmindexer.pipeline import load_indexer, run_semantic, threads_limited  # noqa: E402
-from training.lmindexer.plots import plot_usage  # noqa: E402
-from training.lmindexer.text import Vocabulary, item_texts, minilm_encoder  # noqa: E402
-from training.lmindexer.train import Corpus, prefix_argmax, train_indexer  # noqa: E402
-from training.reports import REPORTS_DIR, git_commit, now  # noqa: E402
+from training.lmindexer.cold_start import cold_start
+from training.lmindexer.compare import compare, seater_comparison
+from training.lmindexer.config import ScheduleParams, SemanticRun, TextParams
+from training.lmindexer.pipeline import load_indexer, run_semantic
+from training.lmindexer.plots import plot_usage
+from training.lmindexer.text import Vocabulary, item_texts, minilm_encoder
+from training.lmindexer.train import Corpus, prefix_argmax, train_indexer
+from training.reports import REPORTS_DIR, git_commit, now
 
 DEMO = [
     "OPI Nail Lacquer, Big Apple Red, 0.5 fl oz. Beauty > Makeup > Nails > Nail Polish",
@@ -191,7 +167,7 @@ def refresh_pairs(out: Path, dataset: str, command: str) -> None:
     """Swap in the current SEATER pairs without retraining: the rest of the report keeps
     its own commit and command, and the refresh records its own."""
     if not out.is_file():
-        raise SystemExit(f"{out} not found: run benchmarks/semantic_ids.py without "
+        raise SystemExit(f"{out} not found: run `python -m benchmarks.semantic_ids` without "
                          "--refresh-pairs first")
     result = json.loads(out.read_text())
     result["seater_loo"] = seater_comparison(dataset)
@@ -201,58 +177,84 @@ def refresh_pairs(out: Path, dataset: str, command: str) -> None:
     print(json.dumps(result["seater_loo"], indent=2))
 
 
-def main() -> None:
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.semantic_ids",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="beauty")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="2 epochs per level")
+    parser.add_argument("--title-only", action="store_true", help="also a title-only indexer")
+    parser.add_argument("--holdout", type=float, default=0.1,
+                        help="fraction of items held out for the cold-start check (0 = skip)")
+    parser.add_argument("--runs", default="runs")
+    parser.add_argument("--refresh-pairs", action="store_true",
+                        help="only re-read the SEATER semantic/balanced pairs from "
+                             "reports/quality/<dataset>.json into the existing report "
+                             "(after a new `seater train seater` run; trains nothing)")
+    parser.add_argument("--out", default="")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(ARGS.threads)
-    command = "python benchmarks/semantic_ids.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    default_out = REPORTS_DIR / "quality" / f"semantic_ids_{ARGS.dataset}.json"
-    if ARGS.refresh_pairs:
-        refresh_pairs(Path(ARGS.out) if ARGS.out else default_out, ARGS.dataset, command)
-        return
-    schedule = ScheduleParams(seed=ARGS.seed, threads=ARGS.threads, progress=False,
-                              **({"epochs": 2} if ARGS.quick else {}))
-    cfg = SemanticRun(dataset=ARGS.dataset, out_dir=ARGS.runs, train=schedule)
-    data = load_dataset(ARGS.dataset)
+    cmd = command("benchmarks.semantic_ids", argv)
+    default_out = REPORTS_DIR / "quality" / f"semantic_ids_{args.dataset}.json"
+    if args.refresh_pairs:
+        refresh_pairs(Path(args.out) if args.out else default_out, args.dataset, cmd)
+        return 0
+    with pinned_threads(args.threads):
+        evaluate(args, cmd, Path(args.out) if args.out else default_out)
+    return 0
+
+
+def evaluate(args: argparse.Namespace, command: str, out: Path) -> None:
+    """Everything in the module docstring but the pair refresh; writes ``out``."""
+    schedule = ScheduleParams(seed=args.seed, threads=args.threads, progress=False,
+                              **({"epochs": 2} if args.quick else {}))
+    cfg = SemanticRun(dataset=args.dataset, out_dir=args.runs, train=schedule)
+    data = load_dataset(args.dataset)
     t0 = time.perf_counter()
     report = run_semantic(cfg, data=data, command=command)
     seconds = {"semantic": round(time.perf_counter() - t0, 1)}
-    run = Path(ARGS.runs) / data.name / cfg.name
+    run = Path(args.runs) / data.name / cfg.name
     k = load_indexer(run).config.model.k
     codes = np.load(run / "codes.npy")
     text_emb = np.load(run / "text_emb.npy")
-    sasrec = Path(ARGS.runs) / data.name / "sasrec-loo" / "fit" / "item_emb.npy"
+    sasrec = Path(args.runs) / data.name / "sasrec-loo" / "fit" / "item_emb.npy"
     t0 = time.perf_counter()
-    with threads_limited(ARGS.threads):
-        result = compare(data.name, data.item_text, codes, report, sasrec, text_emb, k,
-                         ARGS.seed, command)
+    result = compare(data.name, data.item_text, codes, report, sasrec, text_emb, k,
+                     args.seed, command)
     seconds["compare"] = round(time.perf_counter() - t0, 1)
 
-    if ARGS.title_only:
+    if args.title_only:
         title_cfg = replace(cfg, name="semantic-title", text=TextParams(fields="title"))
         t0 = time.perf_counter()
         title_report = run_semantic(title_cfg, data=data, command=command)
         seconds["semantic_title"] = round(time.perf_counter() - t0, 1)
-        title_codes = np.load(Path(ARGS.runs) / data.name / "semantic-title" / "codes.npy")
+        title_codes = np.load(Path(args.runs) / data.name / "semantic-title" / "codes.npy")
         extra = compare(data.name, data.item_text, title_codes, None, None, None, k,
-                        ARGS.seed, command)
+                        args.seed, command)
         result["ami_headline"]["semantic_title_only"] = extra["ami_headline"]["semantic"]
         result["ami"]["sources"]["semantic_title_only"] = extra["ami"]["sources"]["semantic"]
         result["semantic_title_only_run"] = {
             key: title_report.get(key) for key in ("collisions", "per_level", "cells")}
 
-    if ARGS.holdout > 0:
+    if args.holdout > 0:
         t0 = time.perf_counter()
         resolved = load_indexer(run).config
         result["cold_start_holdout"] = holdout_eval(resolved, text_emb, data.item_text,
-                                                    ARGS.holdout, ARGS.seed)
+                                                    args.holdout, args.seed)
         seconds["holdout"] = round(time.perf_counter() - t0, 1)
     if data.name == "beauty":  # the demo listings are beauty products
         t0 = time.perf_counter()
         result["cold_start_demo"] = demo(run, data.item_text, DEMO)
         seconds["demo"] = round(time.perf_counter() - t0, 1)
 
-    result["quick"] = ARGS.quick
+    result["quick"] = args.quick
     result["seconds"] = seconds
     figures = REPORTS_DIR / "figures"
     result["figures"] = {
@@ -264,7 +266,6 @@ def main() -> None:
     ami_png = figures / f"semantic_ids_{data.name}_ami.png"
     plot_ami(result["ami_headline"], ami_png, f"{data.name}: AMI of ID prefixes vs categories")
     result["figures"]["ami"] = str(ami_png.relative_to(REPORTS_DIR.parent))
-    out = Path(ARGS.out) if ARGS.out else default_out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"report": str(out), "ami": result["ami_headline"],
@@ -275,4 +276,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,11 +1,11 @@
 """Service benchmark: the engine alone, then HTTP end to end under locust, SEATER vs dense.
 
-    python benchmarks/service.py [--quick] [--bundle DIR] [--dense-bundle DIR]
+    python -m benchmarks.service [--quick] [--bundle DIR] [--dense-bundle DIR]
                                  [--out reports/bench/service.json]
 
 (a) Engine alone: ``benchmarks/engine.py`` (per-step and end-to-end latency at beam 50,
     B = 1 and 64, the dense floor measured interleaved, the ratio).
-(b) HTTP: ``python -m service`` (uvicorn, one worker process) on this machine, driven by
+(b) HTTP: ``python -m service`` (uvicorn, one worker process) on the same machine, driven by
     ``loadtests/locustfile.py`` headless (n = 10, beam 50, histories from
     data/beauty/interactions.txt: a random user cut at a random point), in three
     configurations on the same stack:
@@ -20,11 +20,11 @@
     asks for (batching / batch-1 >= 3x; >= 500 retrievals/s at p99 <= 50 ms).
 
 Load generation shares the machine with the server, so it must stay cheap: one locust
-process (``FastHttpUser``: gevent + a C HTTP client, ~1-2k requests/s per core) and no
-``--processes``, since extra locust workers would only take cores from the server at
-these rates; locust's CPU share is reported so a saturated load generator shows. The
-encoder-state cache is off (``SEATER_CACHE_ENABLED=false``) so every request pays its
-encoder and decoder, and logging is at WARNING (the per-request access log is INFO).
+process (``FastHttpUser``: gevent + a C HTTP client) and no ``--processes``, since extra
+locust workers would only take cores from the server; locust's CPU share is reported so
+a saturated load generator shows. The encoder-state cache is off
+(``SEATER_CACHE_ENABLED=false``) so every request pays its encoder and decoder, and
+logging is at WARNING (the per-request access log is INFO).
 
 Only meaningful on a quiet machine: the cores busy before the run, load averages and a
 matmul yardstick are recorded, and ``timing_valid`` is false when the machine was busy
@@ -34,49 +34,24 @@ before the run (``--max-load`` cores).
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
 
-# BLAS threads must be pinned before numpy loads (benchmarks/engine.py explains why).
-_PRE = argparse.ArgumentParser(add_help=False)
-_PRE.add_argument("--blas-threads", default="1")
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, _PRE.parse_known_args()[0].blas_threads)
+from benchmarks import engine as engine_bench
+from benchmarks.common import ROOT, pinned_threads
+from service.settings import Settings
 
-import csv  # noqa: E402
-import json  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-# The repository root first: this file's own folder (sys.path[0] when run as a script)
-# holds a ``service.py`` that would shadow the ``service`` package.
-sys.path.insert(0, str(ROOT))
-from benchmarks import engine as engine_bench  # noqa: E402
-from service.settings import Settings  # noqa: E402
-
-PARSER = engine_bench.PARSER
-PARSER.description = __doc__.split("\n")[0]
-PARSER.set_defaults(out="reports/bench/service.json")
-PARSER.add_argument("--users", default="4,8,16,32,64,128",
-                    help="closed-loop locust users per point (quick: the first two)")
-PARSER.add_argument("--duration", type=int, default=30, help="seconds per point (quick: 8)")
-PARSER.add_argument("--server-threads", type=int, default=0,
-                    help="SEATER_INTRA_OP_THREADS for the server (0: one per core)")
-PARSER.add_argument("--spinning", action="store_true",
-                    help="let ORT threads busy-wait (off by default: locust shares the CPU)")
-PARSER.add_argument("--max-wait-ms", type=float, default=2.0)
-PARSER.add_argument("--batch-workers", type=int,
-                    default=Settings.model_fields["batch_workers"].default,
-                    help="SEATER_BATCH_WORKERS of every server (default: the service's)")
-PARSER.add_argument("--skip-engine", action="store_true")
-PARSER.add_argument("--skip-http", action="store_true")
 P99_TARGET_MS = 50.0
 WARMUP_S = 5
 
@@ -130,6 +105,32 @@ class Server:
                 self.proc.kill()
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = engine_bench.add_arguments(argparse.ArgumentParser(
+        prog="python -m benchmarks.service", description=__doc__.split("\n")[0]))
+    parser.add_argument("--out", default="reports/bench/service.json")
+    parser.add_argument("--users", default="4,8,16,32,64,128",
+                        help="closed-loop locust users per point (quick: the first two)")
+    parser.add_argument("--duration", type=int, default=30, help="seconds per point (quick: 8)")
+    parser.add_argument("--server-threads", type=int, default=0,
+                        help="SEATER_INTRA_OP_THREADS for the server (0: one per core)")
+    parser.add_argument("--spinning", action="store_true",
+                        help="let ORT threads busy-wait (off by default: locust shares the CPU)")
+    parser.add_argument("--max-wait-ms", type=float, default=2.0)
+    parser.add_argument("--batch-workers", type=int,
+                        default=Settings.model_fields["batch_workers"].default,
+                        help="SEATER_BATCH_WORKERS of every server (default: the service's)")
+    parser.add_argument("--skip-engine", action="store_true")
+    parser.add_argument("--skip-http", action="store_true")
+    return parser.parse_args(argv)
+
+
+def children_cpu() -> float:
+    """CPU seconds of every child reaped so far (utime + stime)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def locust_point(url: str, users: int, seconds: int, args, server_pid: int) -> dict[str, Any]:
     """One headless locust run; stats after spawning completes (``--reset-stats``)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,7 +138,7 @@ def locust_point(url: str, users: int, seconds: int, args, server_pid: int) -> d
         env = {**os.environ, "SEATER_LOADTEST_DATA": str(ROOT / args.data),
                "SEATER_LOADTEST_N": str(args.n), "SEATER_LOADTEST_BEAM": str(args.beam),
                "SEATER_LOADTEST_SEED": str(args.seed)}
-        _children_cpu()  # baseline: CPU of children reaped so far
+        children0 = children_cpu()  # the locust run below is the only child reaped meanwhile
         server_cpu0, load0, t0 = cpu_seconds(server_pid), os.getloadavg()[0], time.monotonic()
         proc = subprocess.Popen(
             [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"),
@@ -147,7 +148,7 @@ def locust_point(url: str, users: int, seconds: int, args, server_pid: int) -> d
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _, err = proc.communicate(timeout=seconds + 120)
         wall = time.monotonic() - t0
-        locust_cpu = _children_cpu()
+        locust_cpu = round(children_cpu() - children0, 2)
         server_cpu = cpu_seconds(server_pid) - server_cpu0
         with Path(f"{prefix}_stats.csv").open() as fh:
             rows = list(csv.DictReader(fh))
@@ -164,19 +165,6 @@ def locust_point(url: str, users: int, seconds: int, args, server_pid: int) -> d
         "locust_cpu_share": round(locust_cpu / wall, 2),
         "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)],
     }
-
-
-_CHILD_CPU = [0.0]
-
-
-def _children_cpu() -> float:
-    """CPU seconds of reaped children since the last call (the locust run just waited on)."""
-    import resource
-
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = ru.ru_utime + ru.ru_stime
-    delta, _CHILD_CPU[0] = total - _CHILD_CPU[0], total
-    return round(delta, 2)
 
 
 def best_under_target(points: list[dict]) -> dict | None:
@@ -204,8 +192,8 @@ def run_http(args, bundle: Path, dense_bundle: Path) -> dict[str, Any]:
                                         "order": "interleaved: every user count runs each "
                                                  "configuration in turn, servers all up"}}
     # All servers stay up (idle ones sleep: no spinning) and the points interleave, so
-    # the ratios compare configurations under the same machine conditions; on this
-    # shared VM absolute throughput drifts by +-25% over tens of minutes.
+    # the ratios compare configurations under the same machine conditions; on a shared
+    # machine absolute throughput drifts over tens of minutes.
     servers: dict[str, Server] = {}
     points: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
     try:
@@ -247,30 +235,32 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a and b else None
 
 
-def main() -> None:
-    args = PARSER.parse_args()
-    report: dict[str, Any] = {"machine": engine_bench.machine(args.max_load), "quick": args.quick,
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    report: dict[str, Any] = {**engine_bench.header("benchmarks.service", argv, args.max_load),
+                              "quick": args.quick,
                               "settings": {k: v for k, v in vars(args).items() if k != "out"},
                               "dataset": "beauty (histories from data/beauty/interactions.txt)"}
-    bundle = Path(args.bundle) if args.bundle else engine_bench.beauty_shape_bundle(args.seed)
-    dense = (Path(args.dense_bundle) if args.dense_bundle
-             else engine_bench.dense_shape_bundle(args.seed))
-    args.bundle, args.dense_bundle = str(bundle), str(dense)
-    if not args.skip_engine:
-        report["engine"] = engine_bench.run_engine_benchmarks(args)
-    if not args.skip_http:
-        report["http"] = run_http(args, bundle, dense)
-    end_load = os.getloadavg()[0]
-    report["machine"]["load_average_at_end"] = round(end_load, 2)
-    report["machine"]["matmul_gflops_at_end"] = engine_bench.cpu_gflops()
-    report["timing_valid"] = not report["machine"]["loaded_machine"]
+    with pinned_threads(args.blas_threads) as pinned:
+        report["threads"] = pinned
+        bundle = Path(args.bundle) if args.bundle else engine_bench.beauty_shape_bundle(args.seed)
+        dense = (Path(args.dense_bundle) if args.dense_bundle
+                 else engine_bench.dense_shape_bundle(args.seed))
+        args.bundle, args.dense_bundle = str(bundle), str(dense)
+        if not args.skip_engine:
+            report["engine"] = engine_bench.run_engine_benchmarks(args)
+        if not args.skip_http:
+            report["http"] = run_http(args, bundle, dense)
+    engine_bench.footer(report)
     if not report["timing_valid"]:
-        print(f"WARNING: {report['machine']['busy_cores_before_start']} cores were busy at the "
+        print(f"WARNING: {report['load']['busy_cores_at_start']} cores were busy at the "
               "start: these timings are from a loaded machine", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
