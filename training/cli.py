@@ -385,11 +385,16 @@ def demo(
 
 
 @app.command("report")
-def report() -> None:
-    """Regenerate reports/quality/README.md from the JSON results."""
-    from training.reports import render_quality_markdown
+def report(
+    reports_dir: Annotated[Path | None, typer.Option(
+        "--reports-dir", help="The folder runs wrote with --reports-dir [default: the "
+        "project's reports/].")] = None,
+) -> None:
+    """Regenerate <reports-dir>/quality/README.md from the JSON results: one table per
+    dataset and protocol, and links to the training curves of runs kept on this machine."""
+    from training.reports import REPORTS_DIR, render_quality_markdown
 
-    typer.echo(str(render_quality_markdown()))
+    typer.echo(str(render_quality_markdown(reports_dir or REPORTS_DIR)))
 
 
 def main() -> None:

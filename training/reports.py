@@ -93,6 +93,19 @@ def update_quality_report(dataset: str, entry: dict[str, Any],
     return path
 
 
+def curve_links(runs: list[dict[str, Any]], base: Path) -> list[str]:
+    """A markdown link per entry whose run folder holds its curve (the refit's for a
+    refit entry)."""
+    links = []
+    for run in runs:
+        part = "refit" if run.get("protocol", {}).get("refit_on_validation") else "fit"
+        png = Path(run.get("run_dir", "")) / part / "curves.png"
+        if run.get("run_dir") and png.is_file():
+            target = os.path.relpath(png.resolve(), Path(base).resolve())
+            links.append(f"- {run['key']} ({part}): [{png}]({target})")
+    return links
+
+
 def render_quality_markdown(reports_dir: Path = REPORTS_DIR) -> Path:
     """``reports/quality/README.md``: one table per dataset and protocol, from the JSONs."""
     qdir = Path(reports_dir) / "quality"
@@ -105,10 +118,12 @@ def render_quality_markdown(reports_dir: Path = REPORTS_DIR) -> Path:
         "CPU s` divides by the process's CPU time instead (logged since it was added).",
         "",
     ]
+    curves: list[str] = []
     for path in sorted(qdir.glob("*.json")):
         data = json.loads(path.read_text())
         if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
             continue  # another report in this folder (e.g. semantic_ids_<ds>.json)
+        curves += curve_links(data["runs"], qdir)
         by_proto: dict[str, list[dict[str, Any]]] = {}
         for run in data["runs"]:
             by_proto.setdefault(run["protocol"]["protocol"], []).append(run)
@@ -135,6 +150,10 @@ def render_quality_markdown(reports_dir: Path = REPORTS_DIR) -> Path:
                         f"{str(run.get('commit', ''))[:9]} |"
                     )
             lines.append("")
+    if curves:
+        lines += ["## Training curves", "", "Loss terms and validation metrics per epoch "
+                  "(`curves.png` beside each run's `metrics.jsonl`), for the runs whose "
+                  "folders are on this machine.", "", *curves, ""]
     out = qdir / "README.md"
     qdir.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))

@@ -181,7 +181,12 @@ def test_cli_trains_exports_and_reports(tmp_path):
                     "sasrec/loo/ss-d16-L1-h1-len10-neg16-sequence-ep2-refit"]
     entry = report["runs"][0]
     assert {"commit", "machine", "seed", "protocol", "metrics", "throughput"} <= set(entry)
-    assert (tmp_path / "reports" / "quality" / "README.md").read_text().count("| sasrec/") == 4
+    readme = (tmp_path / "reports" / "quality" / "README.md").read_text()
+    assert readme.count("| sasrec/") == 4
+    links = [line for line in readme.splitlines() if line.startswith("- sasrec/")]
+    assert len(links) == 2  # the fit's and the refit's curve, linked relative to the README
+    target = links[0].rsplit("](", 1)[1].rstrip(")")
+    assert (tmp_path / "reports" / "quality" / target).is_file()
 
 
 def test_cli_bad_config_is_a_clear_error(tmp_path):
