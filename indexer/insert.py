@@ -15,6 +15,9 @@ Policies when the nearest leaf group is full (k children):
   (otherwise "room" is used). Items that move get new codes and are listed in the
   report. Keeps neighbours together at the price of retraining signal for the movers.
 
+Semantic IDs are placed by their code instead (``insert_by_code``), and
+``extend_node_table`` gives appended nodes embedding rows either way.
+
 "Balanced" after insertion means: uniform leaf depth, fan-out <= k (validate level
 "balanced"); subtree sizes may drift from the build's floor/ceil rule.
 """
@@ -22,6 +25,7 @@ Policies when the nearest leaf group is full (k children):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -69,37 +73,44 @@ class InsertReport:
 
 
 class _Growing:
-    """The tree's arrays with room for the nodes this batch can append."""
+    """The tree's arrays with room for the nodes a batch can append, leaf counts per node
+    and (for the embedding descent) running centroids."""
 
-    def __init__(self, tree: IdTree, centroids: np.ndarray, extra: int) -> None:
+    def __init__(self, tree: IdTree, extra: int, centroids: np.ndarray | None = None) -> None:
         size = tree.n_nodes + extra
-        self.children = np.full((size, tree.k), -1, np.int32)
+        self.children = np.full((size, tree.k), -1, np.int64)
         self.children[: tree.n_nodes] = tree.children
-        self.parent = np.full(size, -1, np.int32)
+        self.parent = np.full(size, -1, np.int64)
         self.parent[: tree.n_nodes] = tree.parent
-        self.depth = np.zeros(size, np.int32)
+        self.depth = np.zeros(size, np.int64)
         self.depth[: tree.n_nodes] = tree.depth
-        self.leaf_item = np.full(size, -1, np.int32)
+        self.leaf_item = np.full(size, -1, np.int64)
         self.leaf_item[: tree.n_nodes] = tree.leaf_item
         self.count = np.zeros(size, np.int64)
         self.count[: tree.n_nodes] = tree.leaf_count
-        self.cent = np.zeros((size, centroids.shape[1]), np.float64)
-        self.cent[: tree.n_nodes] = centroids
+        dim = 0 if centroids is None else centroids.shape[1]
+        self.cent = np.zeros((size, dim), np.float64)
+        if centroids is not None:
+            self.cent[: tree.n_nodes] = centroids
         self.item_leaf = list(tree.item_leaf.tolist())
         self.next_id = tree.n_nodes
         self.root = tree.root
+        self.version = tree.version
 
     def free_slot(self, v: int) -> int:
         return int(np.flatnonzero(self.children[v] < 0)[0])
 
-    def new_node(self, under: int, centroid: np.ndarray, item: int = -1) -> int:
+    def new_node(self, under: int, centroid: np.ndarray | None = None, item: int = -1,
+                 slot: int | None = None) -> int:
+        """Append a child of ``under`` at ``slot`` (default: its first free slot)."""
         u = self.next_id
         self.next_id += 1
-        self.children[under, self.free_slot(under)] = u
+        self.children[under, self.free_slot(under) if slot is None else slot] = u
         self.parent[u] = under
         self.depth[u] = self.depth[under] + 1
         self.leaf_item[u] = item
-        self.cent[u] = centroid
+        if centroid is not None:
+            self.cent[u] = centroid
         return u
 
     def kids(self, v: int) -> np.ndarray:
@@ -119,6 +130,13 @@ class _Growing:
         self.count[p] += 1
         self.cent[p] += (x - self.cent[p]) / self.count[p][:, None]
         return leaf
+
+    def tree(self) -> IdTree:
+        """The grown tree, version + 1."""
+        n = self.next_id
+        return IdTree(children=self.children[:n], parent=self.parent[:n], depth=self.depth[:n],
+                      leaf_item=self.leaf_item[:n], item_leaf=np.asarray(self.item_leaf),
+                      root=self.root, version=self.version + 1)
 
 
 def insert_items(
@@ -163,7 +181,7 @@ def insert_items(
         raise ValueError(f"tree is full: {tree.n_items} items, capacity k**L = {k}**{depth} "
                          f"leaves in total, {m} new items do not fit; rebuild the tree")
 
-    g = _Growing(tree, cent, extra=m * (depth + 1))
+    g = _Growing(tree, extra=m * (depth + 1), centroids=cent)
     rng = np.random.default_rng(config.seed)
     splits = 0
     for j, x in enumerate(x_new):
@@ -174,10 +192,7 @@ def insert_items(
             _insert_room(g, x, item, depth, cap)
 
     size = g.next_id
-    new_tree = IdTree(children=g.children[:size], parent=g.parent[:size],
-                      depth=g.depth[:size], leaf_item=g.leaf_item[:size],
-                      item_leaf=np.asarray(g.item_leaf), root=tree.root,
-                      version=tree.version + 1)
+    new_tree = g.tree()
     new_tree.validate("balanced")
     old_codes = tree.codes
     after = new_tree.codes[: tree.n_items]
@@ -246,3 +261,75 @@ def _insert_split(
         g.count[node] = len(kids)
         g.cent[node] = g.cent[kids].mean(axis=0)
     return "split"
+
+
+RankSlots = Callable[[int, list[int]], np.ndarray]
+"""(new item j, slots taken so far) -> this level's slots, best first."""
+
+
+def insert_by_code(tree: IdTree, rank_slots: RankSlots, m: int, semantic_levels: int,
+                   code_k: int) -> tuple[IdTree, np.ndarray]:
+    """Append ``m`` items, item j at the path ``rank_slots`` prefers (with room): the
+    placement of semantic IDs, which follows a code rather than an embedding descent.
+
+    Levels < ``semantic_levels`` use slots 0..code_k-1 ranked by ``rank_slots``; deeper
+    levels (a disambiguation level) use any free slot. A subtree "has room" when its leaf
+    count is below what its allowed slots can hold, so the descent never dead-ends and
+    every leaf stays at the tree's depth. Existing items keep their codes (checked).
+    Returns the new tree and the new items' codes. Shape: -> [m, depth].
+    """
+    if not tree.is_uniform:
+        raise ValueError("insert_by_code needs every leaf at one depth (a from_codes tree)")
+    depth = tree.max_depth
+    if semantic_levels > depth:
+        raise ValueError(f"the indexer has {semantic_levels} levels but the tree only {depth}")
+    width = [min(code_k, tree.k) if d < semantic_levels else tree.k for d in range(depth)]
+    cap = [int(np.prod(width[d:], dtype=np.int64)) for d in range(depth + 1)]  # per depth
+    if tree.n_items + m > cap[0]:
+        raise ValueError(f"the tree holds at most {cap[0]} items; {tree.n_items} + {m} do not fit")
+    g = _Growing(tree, extra=m * depth)
+    for j in range(m):
+        item = tree.n_items + j
+        v, taken, path = tree.root, [], [tree.root]
+        for d in range(depth):
+            ranked = rank_slots(j, taken) if d < semantic_levels else np.arange(width[d])
+            slot = next((int(s) for s in ranked
+                         if s < width[d] and _has_room(g, v, int(s), cap[d + 1])), -1)
+            if slot < 0:  # the parent had room, so an allowed slot must have it too
+                raise RuntimeError(f"no room below node {v} at depth {d}")
+            child = int(g.children[v, slot])
+            if child < 0:
+                child = g.new_node(v, item=item if d == depth - 1 else -1, slot=slot)
+            taken.append(slot)
+            path.append(child)
+            v = child
+        g.item_leaf.append(v)
+        g.count[path] += 1
+    new_tree = g.tree()
+    new_tree.validate("balanced")
+    if not np.array_equal(new_tree.codes[: tree.n_items], tree.codes):
+        raise RuntimeError("insertion changed existing items' codes")  # never expected
+    return new_tree, new_tree.codes[tree.n_items:]
+
+
+def _has_room(g: _Growing, v: int, slot: int, child_cap: int) -> bool:
+    """A free slot, or a child whose subtree holds fewer leaves than it can."""
+    child = g.children[v, slot]
+    return bool(child < 0 or (g.leaf_item[child] < 0 and g.count[child] < child_cap))
+
+
+def extend_node_table(old: IdTree, new: IdTree, table: np.ndarray) -> np.ndarray:
+    """Rows for appended nodes: the mean leaf row under the nearest pre-existing
+    ancestor (for a leaf added to an existing group: the mean of its siblings).
+
+    Shape: table [old.n_nodes, d] -> [new.n_nodes, d].
+    """
+    table = np.asarray(table, np.float32)
+    if table.shape[0] != old.n_nodes:
+        raise ValueError(f"table has {table.shape[0]} rows, the old tree {old.n_nodes} nodes")
+    centroids = node_centroids(old, table[old.item_leaf])
+    added = np.arange(old.n_nodes, new.n_nodes)
+    anc = added.copy()
+    while (anc >= old.n_nodes).any():
+        anc = np.where(anc >= old.n_nodes, new.parent[anc], anc)
+    return np.concatenate([table, centroids[anc]]).astype(np.float32)

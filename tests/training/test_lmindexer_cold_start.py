@@ -9,13 +9,8 @@ import pytest
 import torch
 
 from indexer import from_codes
-from training.lmindexer.cold_start import (
-    cold_start,
-    extend_items,
-    extend_node_table,
-    grow_model,
-    insert_by_code,
-)
+from indexer.insert import extend_node_table, insert_by_code
+from training.lmindexer.cold_start import cold_start, extend_items, grow_model
 from training.lmindexer.config import AssignParams
 from training.lmindexer.train import train_indexer
 from training.seater.model import Seater, SeaterParams
