@@ -11,11 +11,13 @@ Rules that make results exact and reproducible:
   batch keeps only its top `beam_b` rows at every step, which is exactly what running
   it alone does: mixed micro-batches return the same items as solo runs.
 - a child is pruned when its subtree has no allowed leaf left for that request
-  (global `allowed` mask minus the request's `exclude` list), so every surviving row
-  can still end on an allowed item and the search returns exactly min(n, #allowed)
-  items. Nothing is dense in [B, n_nodes] (274 MB at 1M items, B = 64): the global
-  mask becomes prefix sums over depth-first leaf order (allowed leaves under v =
-  two gathers), and the exclusions become the sorted (request, node) keys of the
+  (its `allowed` mask minus its `exclude` list), so every surviving row can still end
+  on an allowed item and the search returns exactly min(n, #allowed) items: a filter
+  never leaves a request short while allowed items remain. Masks are one global
+  [n_items] row, or a few distinct rows [M, n_items] that requests point at
+  (`allowed_of`), since many requests of a batch share a filter. Nothing is dense in
+  [B, n_nodes]: each mask becomes prefix sums over depth-first leaf order (allowed
+  leaves under v = two gathers), and the exclusions become the sorted (request, node) keys of the
   excluded items' ancestors whose allowed leaves are all excluded; each step matches
   the ones one level below the beam to beam rows with one searchsorted.
 - variable-depth trees: a row that reached a leaf is finished; it keeps its score and
@@ -66,38 +68,55 @@ class _Pruner:
     rows by their parent with one searchsorted over the B*W sorted row keys.
     """
 
-    def __init__(self, tree: IdTree, batch: int, exclude: Exclude, allowed: np.ndarray | None):
+    def __init__(self, tree: IdTree, batch: int, exclude: Exclude, allowed: np.ndarray | None,
+                 allowed_of: np.ndarray | None = None):
         self.tree = tree
         self.cum = None
+        self.of = np.zeros(batch, np.int64)
+        masks = None
         if allowed is not None:
-            allowed = np.asarray(allowed)
-            if allowed.shape != (tree.n_items,) or allowed.dtype != bool:
-                raise ValueError(f"allowed must be bool [n_items={tree.n_items}], got "
-                                 f"{allowed.dtype} {allowed.shape}")
-            self.cum = np.concatenate([[0], np.cumsum(allowed[tree.leaf_order])])
+            masks = np.asarray(allowed)
+            if masks.dtype != bool or masks.shape[-1:] != (tree.n_items,) or masks.ndim > 2:
+                raise ValueError(f"allowed must be bool [n_items={tree.n_items}] or [M, "
+                                 f"n_items], got {masks.dtype} {masks.shape}")
+            if masks.ndim == 1:
+                masks = masks[None]
+            elif allowed_of is None:
+                raise ValueError("allowed [M, n_items] needs allowed_of: the mask row of "
+                                 "each request")
+            if allowed_of is not None:
+                self.of = _per_request(allowed_of, batch, "allowed_of")
+                if len(self.of) and (self.of.min() < 0 or self.of.max() >= len(masks)):
+                    raise ValueError(f"allowed_of must index the {len(masks)} mask rows")
+            cum = np.cumsum(masks[:, tree.leaf_order], axis=1, dtype=np.int64)
+            self.cum = np.concatenate([np.zeros((len(masks), 1), np.int64), cum], axis=1)
         req, items = _flatten_exclude(exclude, batch, tree.n_items)
         pairs = np.unique(req * tree.n_items + items)  # duplicates would count twice
         req, items = pairs // tree.n_items, pairs % tree.n_items
-        if allowed is not None:
-            keep = allowed[items]
-            req, items = req[keep], items[keep]  # already counted by the global mask
+        if masks is not None:
+            keep = masks[self.of[req], items]
+            req, items = req[keep], items[keep]  # already counted by the mask
         n_nodes = tree.n_nodes
         anc = np.concatenate([tree.node_paths[items], np.full((len(items), 1), tree.root)], 1)
         keys = (req[:, None] * n_nodes + anc)[anc >= 0]
         uniq, count = np.unique(keys, return_counts=True)
-        dead = uniq[count >= self.allowed_leaves(uniq % n_nodes)]
+        dead = uniq[count >= self.allowed_leaves(uniq % n_nodes, uniq // n_nodes)]
         self.dead_req, self.dead_node = dead // n_nodes, dead % n_nodes
         self.dead_depth = tree.depth[self.dead_node]
         self.active = allowed is not None or len(dead) > 0
 
-    def allowed_leaves(self, nodes: np.ndarray) -> np.ndarray:
-        """Leaves under `nodes` that the global mask allows. Shape: [...] -> [...]."""
+    def allowed_leaves(self, nodes: np.ndarray, req: np.ndarray) -> np.ndarray:
+        """Leaves under `nodes` that request `req`'s mask allows (`req` broadcasts
+        against `nodes`). Shape: [...] -> [...]."""
         lo, hi = self.tree.leaf_lo[nodes], self.tree.leaf_hi[nodes]
-        return hi - lo if self.cum is None else self.cum[hi] - self.cum[lo]
+        if self.cum is None:
+            return hi - lo
+        m = self.of[req]
+        return self.cum[m, hi] - self.cum[m, lo]
 
     def root_alive(self, batch: int) -> np.ndarray:
         """Shape: -> bool [B]."""
-        alive = np.full(batch, self.allowed_leaves(np.array([self.tree.root]))[0] > 0)
+        alive = self.allowed_leaves(np.full(batch, self.tree.root), np.arange(batch)) > 0
         alive[self.dead_req[self.dead_node == self.tree.root]] = False
         return alive
 
@@ -107,7 +126,8 @@ class _Pruner:
         Shape: ok, kids [B, w, k]; rows [B, w] node ids of the expanded rows (-1: none).
         """
         if self.cum is not None:
-            ok &= self.allowed_leaves(np.maximum(kids, 0)) > 0
+            req = np.arange(kids.shape[0])[:, None, None]
+            ok &= self.allowed_leaves(np.maximum(kids, 0), req) > 0
         at = np.flatnonzero(self.dead_depth == depth + 1)
         if not len(at):
             return
@@ -199,6 +219,7 @@ def beam_search(
     n: int | Sequence[int] | np.ndarray,
     exclude: Exclude = None,
     allowed: np.ndarray | None = None,
+    allowed_of: np.ndarray | Sequence[int] | None = None,
 ) -> SearchResult:
     """Top-n items per request by constrained beam search over the tree.
 
@@ -211,7 +232,9 @@ def beam_search(
         n: items wanted, n <= beam per request. Shape: int or [B].
         exclude: item indices never to return, per request: B sequences, or a padded
             int array [B, E] with -1 for "none".
-        allowed: global mask over items (e.g. in-stock). Shape: [n_items], bool.
+        allowed: items a request may get (in stock, a category filter): one mask for all,
+            Shape: [n_items] bool, or distinct masks, Shape: [M, n_items] bool, with
+        allowed_of: the mask row of each request. Shape: [B] ints in [0, M).
 
     Returns:
         `SearchResult` with exactly min(n_b, #allowed items of b) items for request b.
@@ -226,7 +249,7 @@ def beam_search(
                          f"{beams.tolist()[:8]}, n {ns.tolist()[:8]}")
     width_max = int(beams.max())
     mixed = bool((beams != width_max).any())
-    pruner = _Pruner(tree, batch_size, exclude, allowed)
+    pruner = _Pruner(tree, batch_size, exclude, allowed, allowed_of)
     children, leaf_item, k = tree.children, tree.leaf_item, tree.k
     rows_b = np.arange(batch_size)[:, None]  # [B, 1]: row -> request, for fancy indexing
 
@@ -325,6 +348,7 @@ def _finish(
 def exhaustive_search(
     tree: IdTree, scorer: Scorer, batch_size: int, n: int | Sequence[int] | np.ndarray,
     exclude: Exclude = None, allowed: np.ndarray | None = None,
+    allowed_of: np.ndarray | Sequence[int] | None = None,
 ) -> SearchResult:
     """Exact oracle for tests: score every leaf's full path, sort, cut to n.
 
@@ -347,7 +371,9 @@ def exhaustive_search(
         total[:, rows] += logp[:, rows, slot[rows]].astype(np.float64)
     mask = np.ones((batch_size, n_items), bool)
     if allowed is not None:
-        mask &= np.asarray(allowed, bool)[None, :]
+        masks = np.asarray(allowed, bool)
+        mask &= masks[None, :] if masks.ndim == 1 else masks[_per_request(
+            allowed_of, batch_size, "allowed_of")]
     req, items = _flatten_exclude(exclude, batch_size, n_items)
     mask[req, items] = False
     total = np.where(mask, total, -np.inf)

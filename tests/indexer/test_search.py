@@ -123,6 +123,46 @@ def test_exclusion_matches_oracle_and_is_exact(spec, data) -> None:
     assert_valid(small, np.minimum(beam, left), forbidden)
 
 
+@settings(max_examples=30, deadline=None)
+@given(spec=trees, data=st.data())
+def test_per_request_masks_match_the_oracle_solo_runs_and_stay_exact(spec, data) -> None:
+    """Filters as masks: requests share a few masks; each gets exactly
+    min(n, #items its mask allows minus its exclusions), as if searched alone."""
+    n_items, k, method, seed = spec
+    tree = make_tree(n_items, k, method, seed)
+    rng = np.random.default_rng(seed + 1)
+    batch, n_masks = 4, data.draw(st.integers(1, 3))
+    masks = rng.random((n_masks, n_items)) < data.draw(st.floats(0.0, 1.0))
+    of = rng.integers(0, n_masks, size=batch)
+    exclude = [rng.choice(n_items, size=rng.integers(0, n_items // 2 + 1)) for _ in range(batch)]
+    scorer = table_scorer(tree, batch, seed)
+    got = beam_search(tree, scorer, batch, n_items, n_items, exclude=exclude, allowed=masks,
+                      allowed_of=of)
+    want = exhaustive_search(tree, scorer, batch, n_items, exclude=exclude, allowed=masks,
+                             allowed_of=of)
+    assert np.array_equal(got.items, want.items)
+    beam = data.draw(st.integers(1, 10))
+    small = beam_search(tree, scorer, batch, beam, beam, exclude=exclude, allowed=masks,
+                        allowed_of=of)
+    forbidden = [set(exclude[b].tolist()) | set(np.flatnonzero(~masks[of[b]]).tolist())
+                 for b in range(batch)]
+    left = np.array([n_items - len(f) for f in forbidden])
+    assert_valid(small, np.minimum(beam, left), forbidden)
+    for b in range(batch):  # a request's answer does not depend on its batch-mates' masks
+        alone = beam_search(tree, table_scorer(tree, batch, seed), batch, beam, beam,
+                            exclude=[exclude[b]] * batch, allowed=masks[of[b]])
+        assert np.array_equal(small.items[b], alone.items[b])
+
+
+def test_a_mask_table_needs_its_row_per_request() -> None:
+    tree = make_tree(50, 4)
+    scorer = table_scorer(tree, 2)
+    with pytest.raises(ValueError, match="allowed_of"):
+        beam_search(tree, scorer, 2, 3, 3, allowed=np.ones((2, 50), bool))
+    with pytest.raises(ValueError, match="index the 2 mask rows"):
+        beam_search(tree, scorer, 2, 3, 3, allowed=np.ones((2, 50), bool), allowed_of=[0, 2])
+
+
 def test_excluding_a_whole_subtree_prunes_it() -> None:
     tree = make_tree(256, 4, seed=1)
     favourite = int(tree.children[tree.root, 0])
