@@ -25,11 +25,28 @@ def command(module: str, argv: Sequence[str]) -> str:
     return shlex.join(["python", "-m", module, *argv])
 
 
-def busy_cores(seconds: float = 2.0) -> float:
-    """Cores busy over the last ``seconds`` (from /proc/stat; -1 where it is missing).
+def _proc_cpu() -> dict[int, tuple[float, str]]:
+    """CPU seconds (utime + stime) and command line of every process, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue  # the process ended meanwhile
+        out[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / tick, cmd.strip()[:160])
+    return out
+
+
+def machine_activity(seconds: float = 2.0, min_share: float = 0.1) -> dict[str, Any]:
+    """Cores busy over the last ``seconds`` (from /proc/stat) and the processes busy then.
 
     The load average lags by minutes, so it still reads "busy" just after other jobs
-    stopped; this is what the machine does right now.
+    stopped; this is what the machine does right now, and who does it. Busy cores are
+    -1 where /proc is missing.
     """
 
     def snapshot() -> tuple[int, int]:
@@ -37,13 +54,23 @@ def busy_cores(seconds: float = 2.0) -> float:
         return sum(fields), fields[3] + fields[4]  # total, idle + iowait
 
     try:
-        total0, idle0 = snapshot()
+        (total0, idle0), procs0 = snapshot(), _proc_cpu()
         time.sleep(seconds)
-        total1, idle1 = snapshot()
+        (total1, idle1), procs1 = snapshot(), _proc_cpu()
     except (OSError, ValueError, IndexError):
-        return -1.0
+        return {"busy_cores": -1.0, "busy_processes": []}
     share = 1 - (idle1 - idle0) / max(total1 - total0, 1)
-    return round(share * (os.cpu_count() or 1), 2)
+    cores = {pid: (cpu - procs0[pid][0]) / seconds for pid, (cpu, _) in procs1.items()
+             if pid in procs0 and pid != os.getpid()}
+    busy = [{"pid": pid, "cores": round(c, 2), "command": procs1[pid][1]}
+            for pid, c in cores.items() if c >= min_share]
+    return {"busy_cores": round(share * (os.cpu_count() or 1), 2),
+            "busy_processes": sorted(busy, key=lambda p: -p["cores"])}
+
+
+def busy_cores(seconds: float = 2.0) -> float:
+    """Cores busy over the last ``seconds`` (see :func:`machine_activity`)."""
+    return machine_activity(seconds)["busy_cores"]
 
 
 def load_average() -> list[float]:
@@ -59,15 +86,22 @@ def provenance(module: str, argv: Sequence[str]) -> dict[str, Any]:
         "commit": git_commit(),
         "date": now(),
         "machine": machine_info(),
-        "load": {"load_average_at_start": load_average(),
-                 "busy_cores_at_start": busy_cores()},
+        "load": {"load_average_at_start": load_average(), **_activity("at_start")},
     }
 
 
 def closing_load(report: dict[str, Any]) -> None:
     """Add the load at the end beside the one at the start."""
     report["load"]["load_average_at_end"] = load_average()
-    report["load"]["busy_cores_at_end"] = busy_cores()
+    report["load"].update(_activity("at_end"))
+
+
+def _activity(when: str) -> dict[str, Any]:
+    """:func:`machine_activity` under keys that say when it was taken (this process is
+    left out of the processes, not of the busy cores)."""
+    now = machine_activity()
+    return {f"busy_cores_{when}": now["busy_cores"],
+            f"other_busy_processes_{when}": now["busy_processes"]}
 
 
 @contextlib.contextmanager

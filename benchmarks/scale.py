@@ -26,7 +26,9 @@ retrieval does not depend on what the weights learnt):
 Every system gets the same thread count (``--threads``): ONNX Runtime sessions through
 the service's ``Settings``, numpy BLAS and FAISS's OpenMP through threadpoolctl. Sizes
 that cannot be run are written as ``skipped`` with the reason. The report records the
-command, commit, machine and the load before and after.
+command, commit, machine, and the load before and after with the other processes then
+busy (also just before each size's latency rounds), since other work on the machine
+slows every system.
 """
 
 from __future__ import annotations
@@ -45,7 +47,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import ROOT, closing_load, load_average, pinned_threads, provenance
+from benchmarks.common import (
+    ROOT,
+    closing_load,
+    load_average,
+    machine_activity,
+    pinned_threads,
+    provenance,
+)
 
 D, K, BEAM, N_OUT = 64, 16, 50, 10
 ITEMS_PER_CENTRE = 1000
@@ -191,16 +200,22 @@ def _probe(path: str, threads: int, queue) -> None:
 def probe_load(path: Path, threads: int) -> dict[str, Any]:
     """``load_engine`` timed in its own process, so RSS is the loaded engine's alone."""
     import multiprocessing as mp
+    import queue as queues
 
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_probe, args=(str(path), threads, queue))
+    results = ctx.Queue()
+    proc = ctx.Process(target=_probe, args=(str(path), threads, results))
     proc.start()
     try:
-        result = queue.get(timeout=1800)
+        while True:
+            try:
+                return results.get(timeout=1)
+            except queues.Empty:
+                if not proc.is_alive():  # died before answering (its traceback is on stderr)
+                    raise RuntimeError(f"loading {path} in a fresh process failed "
+                                       f"(exit code {proc.exitcode})") from None
     finally:
         proc.join(60)
-    return result
 
 
 # ------------------------------------------------------------------ FAISS
@@ -393,6 +408,7 @@ def run_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                    engines["dense_bruteforce"], index,
                    row["faiss"]["in_distribution_queries"]["nprobe"])}
     reps = repeats(n, args.quick)
+    row["machine_activity_before_latency"] = machine_activity()
     row["latency"] = {f"B={b}": measure(systems, pool, b, reps[b]) for b in BATCHES}
     for b in BATCHES:
         print(f"n={n:,} B={b}: " + ", ".join(

@@ -44,8 +44,12 @@ def report(tmp_path_factory) -> dict:
 def test_report_records_where_and_how_it_ran(report):
     assert report["command"].startswith("python -m benchmarks.scale --sizes 1500,10000000")
     assert report["commit"] and report["machine"]["cpu_count"] >= 1
-    for key in ("load_average_at_start", "load_average_at_end"):
-        assert len(report["load"][key]) == 3
+    for when in ("at_start", "at_end"):
+        assert len(report["load"][f"load_average_{when}"]) == 3
+        assert 0 <= report["load"][f"busy_cores_{when}"] <= report["machine"]["cpu_count"]
+        for proc in report["load"][f"other_busy_processes_{when}"]:
+            assert proc["cores"] >= 0.1 and proc["command"]
+    assert "busy_cores" in report["sizes"][0]["machine_activity_before_latency"]
     assert report["threads"]["threads"] == 1 and report["threads"]["faiss_omp"] == 1
     assert report["threads"]["onnxruntime_intra_op"] == 1
 
