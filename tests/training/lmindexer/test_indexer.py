@@ -4,8 +4,6 @@ progressive schedule, capacity-aware assignment and the codes it produces."""
 from __future__ import annotations
 
 import math
-import zlib
-from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 import torch
 
 from indexer import from_codes
+from tests.training.lmindexer.helpers import FAST, TINY, tiny_corpus
 from training.lmindexer.assign import (
     auto_levels,
     capacity_assign,
@@ -20,7 +19,7 @@ from training.lmindexer.assign import (
     group_ids,
     hard_capacity,
 )
-from training.lmindexer.config import AssignParams, IndexerParams, ScheduleParams
+from training.lmindexer.config import AssignParams
 from training.lmindexer.losses import (
     commitment_loss,
     prefix_contrastive_loss,
@@ -30,7 +29,6 @@ from training.lmindexer.model import SemanticIndexer
 from training.lmindexer.stats import collisions, diff_ratio, macro_f1, perplexity
 from training.lmindexer.text import Vocabulary, tokenize
 from training.lmindexer.train import (
-    Corpus,
     all_h,
     assign_level,
     batches,
@@ -40,38 +38,6 @@ from training.lmindexer.train import (
     run_phase,
     train_indexer,
 )
-
-TINY = IndexerParams(k=4, levels=2, d_text=24, d_code=8, hidden=16, d_recon=16, dropout=0.0)
-FAST = ScheduleParams(recon_warmup_epochs=1, encoder_warmup_epochs=1, epochs=2, batch_size=16,
-                      progress=False, threads=0)
-
-
-def hashing_encoder(dim: int = 48):
-    """Stand-in for MiniLM (which takes ~15 s to load here): texts -> unit vectors, the sum
-    of one fixed random vector per word, so texts sharing words are close."""
-
-    def encode(texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), dim), np.float32)
-        for i, text in enumerate(texts):
-            for w in tokenize(text):
-                out[i] += np.random.default_rng(zlib.crc32(w.encode())).normal(size=dim)
-            out[i] += 1e-3
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-    return encode
-
-
-def tiny_corpus(n: int = 40, d: int = 24, seed: int = 0) -> Corpus:
-    """Four topics, each with its own words; x is a noisy topic vector."""
-    rng = np.random.default_rng(seed)
-    topic = np.arange(n) % 4
-    centres = rng.normal(size=(4, d))
-    x = centres[topic] + 0.3 * rng.normal(size=(n, d))
-    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-    bags = np.full((n, 3), -1, np.int64)
-    bags[:, 0] = topic * 3
-    bags[:, 1] = topic * 3 + 1 + (np.arange(n) // 4) % 2
-    return Corpus(x, bags, 12)
 
 
 # ----------------------------------------------------------------------------- losses

@@ -10,12 +10,11 @@ import torch
 
 from indexer import from_codes
 from indexer.insert import extend_node_table, insert_by_code
+from tests.training.lmindexer.helpers import FAST, TINY, tiny_corpus
 from training.lmindexer.cold_start import cold_start, extend_items, grow_model
 from training.lmindexer.config import AssignParams
 from training.lmindexer.train import train_indexer
 from training.seater.model import Seater, SeaterParams
-
-from .test_lmindexer import FAST, TINY, tiny_corpus
 
 
 def always(order):

@@ -11,13 +11,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tests.training.lmindexer.helpers import hashing_encoder
 from training.cli import app
 from training.data import SyntheticConfig, make_synthetic
 from training.lmindexer.config import IndexerParams, ScheduleParams, SemanticRun, TextParams
 from training.lmindexer.pipeline import load_indexer, run_semantic
 from training.lmindexer.text import item_texts, texts_hash
-
-from .test_lmindexer import hashing_encoder
 
 SPEC = "synthetic:n_users=60,n_items=60,n_clusters=6"
 SETS = ["--set", "model.d_code=8", "--set", "model.hidden=16", "--set", "model.d_recon=16",
