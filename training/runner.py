@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from training.curves import plot_curves
-from training.data import InteractionData, Sequences, load_dataset
+from training.data import DataOptions, InteractionData, Sequences, load_dataset
 from training.evaluate import EvalResult, evaluate
 from training.preflight import check_run
 from training.protocols import Split, make_split
@@ -38,6 +38,30 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class RunSettings:
+    """What every training run names, whatever the model: its data and how it is read,
+    the protocol, where its folder and (optionally) its report go, its preset."""
+
+    dataset: str = "beauty"
+    protocol: Literal["loo", "seater"] = "loo"
+    refit: bool = False
+    exclude_seen: Literal["auto", "yes", "no"] = "auto"
+    out_dir: str = "runs"
+    name: str = ""
+    reports_dir: str = ""  # also write results into <reports_dir>/quality/ (benchmarks do)
+    preset: str = "default"
+    data: DataOptions = field(default_factory=DataOptions)
+
+    def excludes_seen(self) -> bool:
+        """``auto``: exclude history items under loo (Amazon has no repeats; the standard
+        full-ranking setting), keep them under ``seater`` (ComiRec's framework, and Yelp
+        users do revisit businesses)."""
+        if self.exclude_seen == "auto":
+            return self.protocol == "loo"
+        return self.exclude_seen == "yes"
+
+
+@dataclass(frozen=True)
 class Run:
     """An opened run: its data, device and folder; ``main`` is rank 0 under torchrun,
     the one process that writes files and reports."""
@@ -51,8 +75,7 @@ class Run:
 def start_run(cfg: Any, resume: bool, data: InteractionData | None = None) -> Run:
     """Check the settings, load the data, open the folder (refusing a mismatched resume).
 
-    ``cfg`` is a run config (``SASRecRun``/``SeaterRun``): ``dataset``, ``data``,
-    ``out_dir``, ``run_name``, ``train``."""
+    ``cfg`` is a model's run config: ``RunSettings`` plus ``run_name`` and ``train``."""
     check_run(cfg)
     data = data or load_dataset(cfg.dataset, cfg.data)
     device = resolve_device(cfg.train.device)

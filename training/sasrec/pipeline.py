@@ -11,13 +11,20 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from training.data import DataOptions, InteractionData, Sequences
-from training.runner import finish_run, fit_and_test, report_entries, start_run, write_items
+from training.data import InteractionData, Sequences
+from training.runner import (
+    RunSettings,
+    finish_run,
+    fit_and_test,
+    report_entries,
+    start_run,
+    write_items,
+)
 from training.sasrec.model import SASRec, SASRecParams
 from training.sasrec.task import SASRecTask
 from training.trainer import TrainConfig
@@ -26,32 +33,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class SASRecRun:
-    dataset: str = "beauty"
-    protocol: Literal["loo", "seater"] = "loo"
-    refit: bool = False
-    exclude_seen: Literal["auto", "yes", "no"] = "auto"
-    out_dir: str = "runs"
-    name: str = ""
-    reports_dir: str = ""  # also write results into <reports_dir>/quality/ (benchmarks do)
-    preset: str = "default"
-    data: DataOptions = field(default_factory=DataOptions)
+class SASRecRun(RunSettings):
     model: SASRecParams = field(default_factory=SASRecParams)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @property
     def run_name(self) -> str:
         return self.name or f"sasrec-{self.protocol}"
-
-    def excludes_seen(self) -> bool:
-        return exclude_seen_for(self.exclude_seen, self.protocol)
-
-
-def exclude_seen_for(choice: str, protocol: str) -> bool:
-    """``auto``: exclude history items under loo (Amazon has no repeats; the standard
-    full-ranking setting), keep them under ``seater`` (ComiRec's framework, and Yelp
-    users do revisit businesses)."""
-    return protocol == "loo" if choice == "auto" else choice == "yes"
 
 
 def save_sasrec(folder: Path, model: SASRec, data: InteractionData, extra: dict[str, Any]

@@ -22,11 +22,11 @@ import torch
 
 from indexer import BuildConfig, IdTree, build_tree, from_codes, node_centroids
 from training.config import ConfigError, from_saved
-from training.data import DataOptions, InteractionData, Sequences
+from training.data import InteractionData, Sequences
 from training.run_folder import FINGERPRINT, data_fingerprint
-from training.runner import finish_run, fit_and_test, report_entries, start_run
+from training.runner import RunSettings, finish_run, fit_and_test, report_entries, start_run
 from training.sasrec.model import SASRecParams
-from training.sasrec.pipeline import SASRecRun, exclude_seen_for, run_sasrec
+from training.sasrec.pipeline import SASRecRun, run_sasrec
 from training.seater.model import Seater, SeaterParams
 from training.seater.task import LossConfig, SeaterTask
 from training.trainer import TrainConfig, barrier
@@ -50,19 +50,10 @@ class TreeParams:
 
 
 @dataclass(frozen=True)
-class SeaterRun:
-    dataset: str = "beauty"
-    protocol: Literal["loo", "seater"] = "loo"
-    refit: bool = False
-    exclude_seen: Literal["auto", "yes", "no"] = "auto"
-    out_dir: str = "runs"
-    name: str = ""
-    reports_dir: str = ""  # also write results into <reports_dir>/quality/ (benchmarks do)
-    preset: str = "default"
+class SeaterRun(RunSettings):
     sasrec_run: str = ""
     init_from_sasrec: bool = True
     beam_size: int = 50
-    data: DataOptions = field(default_factory=DataOptions)
     tree: TreeParams = field(default_factory=TreeParams)
     model: SeaterParams = field(default_factory=SeaterParams)
     losses: LossConfig = field(default_factory=LossConfig)
@@ -71,9 +62,6 @@ class SeaterRun:
     @property
     def run_name(self) -> str:
         return self.name or f"seater-{self.protocol}-{self.tree.ids}-k{self.tree.k}"
-
-    def excludes_seen(self) -> bool:
-        return exclude_seen_for(self.exclude_seen, self.protocol)
 
 
 def sasrec_embeddings(cfg: SeaterRun, data: InteractionData) -> tuple[np.ndarray, Path]:
