@@ -18,7 +18,7 @@ RUN touch README.md
 COPY indexer ./indexer
 COPY service ./service
 RUN pip install ".[serve]" \
-    && python -c "import service.app, indexer.tree" \
+    && python -c "import service.app, service.model.load" \
     && ! python -c "import torch" 2>/dev/null
 
 # ---- runtime: the venv only, as a non-root user ----------------------------------------------

@@ -21,7 +21,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
-from service.bundle import MANIFEST, BundleError, has_bundle, read_bundle
+from service.model.bundle import MANIFEST, BundleError, has_bundle, load_bundle
 from service.settings import Settings
 
 CLI_FLAGS = {"artifacts": "--artifacts", "host": "--host", "port": "--port"}
@@ -81,7 +81,7 @@ def check_bundle(path: Path | None) -> None:
             raise UsageError(_not_a_bundle(path))
         return
     try:
-        read_bundle(path)
+        load_bundle(path)
     except BundleError as exc:
         raise UsageError(f"bundle {path} cannot be served: {exc}; {REEXPORT}") from None
 

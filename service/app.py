@@ -5,7 +5,7 @@ the lifespan builds the model holder (loading the bundle), the cache client and 
 micro-batcher on ``app.state`` and closes them in reverse order after uvicorn has let
 in-flight requests finish. With no bundle at SEATER_ARTIFACTS yet, the app starts live but
 not ready and loads the bundle when one appears there. Tests inject a fake
-``engine_loader``; production uses :func:`service.runtime.load_engine`. ``factory()`` is
+``engine_loader``; production uses :func:`service.model.load.load_engine`. ``factory()`` is
 the uvicorn ``--factory`` entry.
 """
 
@@ -20,18 +20,18 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from service.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from service.api.routes import admin, health, model, retrieve
 from service.api.routes import metrics as metrics_routes
-from service.batcher import MicroBatcher
-from service.bundle import has_bundle
-from service.cache import build_cache
-from service.engine import Engine
+from service.core.batcher import MicroBatcher
+from service.core.cache import build_cache
+from service.core.holder import EngineLoader, ModelHolder
+from service.core.retrieval import Retriever
 from service.errors import install_error_handlers
-from service.holder import EngineLoader, ModelHolder
 from service.logs import configure_logging
 from service.metrics import ServiceMetrics
-from service.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from service.retrieval import Retriever
+from service.model.bundle import has_bundle
+from service.model.engine import Engine
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def onnx_loader(path: Path, settings: Settings) -> Engine:
     """Default loader: the ONNX Runtime engine (imported here so tests need no bundle)."""
-    from service.runtime import load_engine
+    from service.model.load import load_engine
 
     return load_engine(path, settings)
 

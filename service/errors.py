@@ -113,7 +113,8 @@ class InternalError(ServiceError):
     """A fault of ours (engine failure, broken invariant): 500, logged with the request id."""
 
 
-def _body(code: str, message: str, details: Sequence[dict[str, Any]] | None = None) -> dict:
+def error_body(code: str, message: str, details: Sequence[dict[str, Any]] | None = None) -> dict:
+    """The :class:`~service.schemas.ErrorResponse` of every non-2xx answer, as a dict."""
     return {
         "code": code,
         "message": message,
@@ -156,7 +157,7 @@ async def _service_error(_: Request, exc: Exception) -> JSONResponse:
     if exc.status >= 500:
         log.error("request failed: %s", exc.message, extra={"error_code": exc.code})
     return JSONResponse(
-        _body(exc.code, exc.message, exc.details), status_code=exc.status, headers=exc.headers
+        error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=exc.headers
     )
 
 
@@ -164,7 +165,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = validation_details(exc.errors())
     return JSONResponse(
-        _body("invalid_request", validation_message(details), details), status_code=422
+        error_body("invalid_request", validation_message(details), details), status_code=422
     )
 
 
@@ -180,13 +181,15 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
         exc.status_code, "http_error"
     )
     return JSONResponse(
-        _body(code, message), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        error_body(code, message),
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
     )
 
 
 async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
-    return JSONResponse(_body("internal_error", "internal server error"), status_code=500)
+    return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
 
 
 def install_error_handlers(app: FastAPI) -> None:

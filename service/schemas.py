@@ -2,15 +2,16 @@
 
 Static ``Field`` bounds are the hard caps from :mod:`service.settings` so the OpenAPI
 document is truthful for every deployment; the (smaller) configured limits are checked
-per request by :mod:`service.retrieval` with the same 422 error shape.
+per request by :mod:`service.core.retrieval` with the same 422 error shape.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from service.model.engine import ModelInfo
 from service.settings import (
     HARD_MAX_BEAM,
     HARD_MAX_EXCLUDE,
@@ -158,23 +159,9 @@ class ErrorResponse(BaseModel):
     request_id: str | None = None
 
 
-class ModelResponse(BaseModel):
+class ModelResponse(ModelInfo):
     """The model being served and the limits it is served under."""
 
-    version: str
-    kind: str = Field(description="seater (generative retrieval) or dense (brute-force baseline).")
-    dataset: str | None
-    format_version: int | str | None
-    exported_at: str | None
-    n_items: int
-    n_nodes: int
-    k: int
-    depth: int
-    max_history: int
-    pad_id: int
-    providers: list[str]
-    device: str
-    metrics: dict[str, Any] = Field(default_factory=dict, description="Metrics at export.")
     limits: dict[str, int | float | bool] = Field(default_factory=dict)
     cache_backend: str
 

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     batch_workers: int = Field(
         2, ge=1, le=16, description="Batches decoded at once: while one is in ONNX Runtime "
         "(the GIL released) the next is gathered and started; compare with "
-        "`benchmarks/service.py --batch-workers 1`.")
+        "`python -m benchmarks.service --batch-workers 1`.")
     retry_after_s: int = Field(1, ge=1, le=3600)
     drain_timeout_s: float = Field(30.0, ge=0.0, le=600.0)
     gc_freeze: bool = Field(

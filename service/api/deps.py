@@ -3,7 +3,7 @@
 Everything comes from ``request.app.state`` (built by the lifespan), never from module
 globals; tests can swap any of them with ``app.dependency_overrides``. They are ``async``
 although they never await: FastAPI runs a plain ``def`` dependency in its thread pool,
-a thread hand-off per dependency per request (measured: most of the HTTP overhead).
+a thread hand-off per dependency per request, which dominated the HTTP overhead.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from service.cache import StateCache
+from service.core.cache import StateCache
+from service.core.holder import ModelHolder
+from service.core.retrieval import Retriever
 from service.errors import Forbidden, Unauthorized
-from service.holder import ModelHolder
 from service.metrics import ServiceMetrics
-from service.retrieval import Retriever
 from service.settings import Settings
 
 

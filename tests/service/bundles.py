@@ -2,8 +2,8 @@
 
 ``tiny_bundle`` (tests/conftest.py) trains a tiny SEATER and exports it once per session;
 the helpers here copy it into per-test folders (a reload root must hold its bundles),
-export a second version from perturbed weights, tamper with files, and compute the
-offline answer (``SeaterTask.search``) that the service must reproduce.
+export a second version from perturbed weights, tamper with files, train a tiny model
+briefly, and compute the offline answer (``SeaterTask.search``) that the service must reproduce.
 """
 
 from __future__ import annotations
@@ -17,6 +17,19 @@ import numpy as np
 import torch
 
 ROOT_ITEMS = "items.json"
+
+
+def fit_briefly(task, model: torch.nn.Module, batch_size: int, steps: int) -> torch.nn.Module:
+    """A few Adam steps on ``task.loss`` (seeded), so scores are not uniform: ties would
+    make top-n comparisons meaningless. Returns the model in eval mode."""
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    rng = np.random.default_rng(0)
+    for batch, _ in zip(task.batches(rng, batch_size), range(steps), strict=False):
+        loss, _ = task.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
 
 
 def copy_bundle(src: Path, dst: Path) -> Path:

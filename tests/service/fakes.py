@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.catalog import Catalog
-from service.engine import EncoderState, ModelInfo, SearchHit
+from service.model.catalog import Catalog
+from service.model.engine import EncoderMemory, ModelInfo, SearchHit
 from service.settings import Settings
 
 N_ITEMS = 300
@@ -81,10 +81,12 @@ class FakeEngine:
             pad_id=self.n_items + 1,
             providers=["FakeProvider"],
             device="cpu",
+            kind="seater",
             format_version=1,
+            exported_at=None,
         )
 
-    def encode(self, histories: Sequence[np.ndarray]) -> list[EncoderState]:
+    def encode(self, histories: Sequence[np.ndarray]) -> list[EncoderMemory]:
         with self._lock:
             self.calls.append(("encode", len(histories)))
         time.sleep(self.encode_delay_s)
@@ -94,7 +96,7 @@ class FakeEngine:
             k = np.zeros((2, 2, t, 4), np.float32)
             k[0, 0, :, 0] = h
             k[1] = np.sin(np.asarray(h, np.float32))[None, :, None]
-            out.append(EncoderState(k, k * 0.5, np.zeros(t, np.float32)))
+            out.append(EncoderMemory(k, k * 0.5, np.zeros(t, np.float32)))
         return out
 
     def scores(self, history: np.ndarray) -> np.ndarray:
@@ -103,13 +105,8 @@ class FakeEngine:
         raw = ((np.arange(self.n_items) * 7919 + sig * 104729) % 1009) / 1009.0
         return (-raw - 0.01).astype(np.float32)
 
-    def search(
-        self,
-        states: Sequence[EncoderState],
-        n: np.ndarray,
-        beam: np.ndarray,
-        exclude: Sequence[np.ndarray],
-    ) -> list[SearchHit]:
+    def search(self, states: Sequence[EncoderMemory], n: np.ndarray, beam: np.ndarray,
+               exclude: Sequence[np.ndarray]) -> list[SearchHit]:
         with self._lock:
             self.calls.append(("search", len(states), n.tolist(), beam.tolist()))
             self.in_flight += 1

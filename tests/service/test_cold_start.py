@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.service.bundles import fit_briefly
 from tests.service.conftest import TOKEN, running
 from tests.training.test_lmindexer import hashing_encoder
 
@@ -69,14 +70,7 @@ def world(tmp_path_factory) -> ColdStartWorld:
     model = Seater(tree.n_nodes, tree.max_depth, tree.root,
                    SeaterParams(d_model=16, max_len=8, n_heads=2, dropout=0.0))
     task = SeaterTask(model, tree, data.sequences, torch.device("cpu"), LossConfig())
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    rng = np.random.default_rng(0)
-    for batch, _ in zip(task.batches(rng, 128), range(10), strict=False):
-        loss, _ = task.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    fit_briefly(task, model, batch_size=128, steps=10)
     items = {"ids": [str(x) for x in data.item_ids], "titles": data.item_text.title}
     root = tmp_path_factory.mktemp("bundles")
     v1 = export_bundle(model, tree, items, root, "semantic-v1", data.name)
@@ -136,7 +130,7 @@ async def test_new_item_is_retrieved_after_hot_reload(world):
 def test_full_reexport_with_the_grown_table_serves_the_new_item_too(world, tmp_path):
     """The other way to publish v2: re-trace the graphs with ``export_bundle`` on a model
     whose table has the new rows (its ONNX-vs-torch parity check runs on the new tree)."""
-    from service.runtime import load_engine
+    from service.model.load import load_engine
     from service.settings import Settings
     from training.export import export_bundle
     from training.lmindexer.cold_start import grow_model

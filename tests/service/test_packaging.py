@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_service_imports_neither_torch_nor_training():
     code = (
-        "import sys, service.app, service.runtime, service.bundle, service.__main__\n"
+        "import sys, service.app, service.model.load, service.__main__\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'training'})\n"
         "assert not bad, bad\n"
     )

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import redis
 
-from service.cache import decode_state, encode_state
-from service.runtime import load_engine
+from service.core.cache import decode_state, encode_state
+from service.model.load import load_engine
 from service.settings import Settings
 from tests.service.bundles import (
     copy_bundle,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from fastapi import APIRouter
 
 from service.api.deps import CacheDep, HolderDep, SettingsDep
@@ -18,8 +16,7 @@ router = APIRouter(tags=["model"])
     responses={503: {"model": ErrorResponse, "description": "No model loaded."}},
 )
 async def model_info(holder: HolderDep, settings: SettingsDep, cache: CacheDep) -> ModelResponse:
-    info = asdict(holder.require().info)
-    info.pop("bundle_path", None)  # do not leak server paths to clients
+    info = holder.require().info.model_dump()
     limits = {
         "max_history_length": settings.max_history_length,
         "max_n": settings.max_n,

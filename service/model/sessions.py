@@ -1,18 +1,18 @@
 """ONNX Runtime sessions as every engine opens them: providers, threads, graph checks.
 
-Shared by the SEATER engine (:mod:`service.runtime`) and the dense baseline
-(:mod:`service.dense`), so both are measured under the same runtime settings.
+Shared by the SEATER engine (:mod:`service.model.seater`) and the dense baseline
+(:mod:`service.model.dense`), so both are measured under the same runtime settings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import onnxruntime as ort
 
-from service.bundle import BundleError
+from service.model.bundle import BundleError
 from service.settings import Settings
 
 CUDA = "CUDAExecutionProvider"
@@ -27,39 +27,28 @@ _OPT_LEVELS = {
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How sessions are built. ``intra_op_threads=0`` is ONNX Runtime's default (one per
-    physical core). ``allow_spinning=False`` makes idle pool threads sleep at once instead
-    of busy-waiting between graph calls: slower per call, but it leaves the CPU to the
-    beam-search bookkeeping and the HTTP loop when cores are few."""
+    """How sessions are built: the ONNX Runtime part of :class:`Settings`, under the same
+    names (defaults and documentation live there). ``intra_op_threads=0`` is ONNX
+    Runtime's default (one per physical core)."""
 
-    providers: str = "auto"  # auto | cpu | cuda
-    intra_op_threads: int = 0
-    inter_op_threads: int = 1
-    graph_optimization: str = "all"
-    allow_spinning: bool = False
-    encoder_intra_op_threads: int = 1
-    small_step_rows: int = 256
+    providers: str  # auto | cpu | cuda
+    intra_op_threads: int
+    inter_op_threads: int
+    graph_optimization: str
+    allow_spinning: bool
+    encoder_intra_op_threads: int
+    small_step_rows: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RuntimeOptions:
-        return cls(
-            settings.providers,
-            settings.intra_op_threads,
-            settings.inter_op_threads,
-            settings.graph_optimization,
-            settings.allow_spinning,
-            settings.encoder_intra_op_threads,
-            settings.small_step_rows,
-        )
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
     def for_encoder(self) -> RuntimeOptions:
         """The SEATER encoder's session: its own thread count, never spinning.
 
-        The encoder runs once per request over <= 50 tokens, too little to split; and
-        each session has its own pool, so a second spinning pool fights the decoder's
-        for the cores. Measured on Beauty's shape, 2 cores: encoder 1 thread + decoder 2
-        threads, B=64 23 ms, against 30 ms with both on one thread and worse than
-        either with both on two.
+        The encoder runs once per request over at most ``max_history`` tokens, too little
+        to split; and each session has its own pool, so a second spinning pool fights the
+        decoder's for the cores.
         """
         return replace(self, intra_op_threads=self.encoder_intra_op_threads,
                        allow_spinning=False)
@@ -67,10 +56,10 @@ class RuntimeOptions:
     def small_steps_apart(self) -> bool:
         """Whether decoder steps under ``small_step_rows`` rows get a one-thread session.
 
-        A step of a few dozen rows (B=1, or the first steps of a batch) is too small
-        to split across threads: the pool's hand-offs cost more than they save (B=1
-        end to end 2.7 ms on one thread, 3.1 ms on two), while a 3,200-row step runs
-        1.4x faster on two. Two sessions over the same graph give each step its best.
+        A step of a few dozen rows (B=1, or the first steps of a batch) is too small to
+        split across threads: the pool's hand-offs cost more than they save, while a
+        step of thousands of rows gains from every core. Two sessions over the same graph
+        give each step its best.
         """
         return self.intra_op_threads != 1 and self.small_step_rows > 0
 

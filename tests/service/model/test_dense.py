@@ -12,11 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from service.bundle import BundleError, load_bundle, load_dense_bundle
-from service.dense import DenseEngine
-from service.engine import smoke_check
-from service.runtime import load_engine
+from service.model.bundle import (
+    BundleError,
+    load_dense_bundle,
+    load_seater_bundle,
+    sha256_file,
+)
+from service.model.dense import DenseEngine
+from service.model.engine import smoke_check
+from service.model.load import load_engine
 from service.settings import Settings
+from tests.service.bundles import fit_briefly
 from tests.service.conftest import running
 
 N = 10
@@ -35,14 +41,7 @@ def sasrec_run(tiny_bundle, tmp_path_factory):
     torch.manual_seed(0)
     model = SASRec(data.n_items, cfg.model)
     task = SASRecTask(model, data.sequences, torch.device("cpu"))
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    rng = np.random.default_rng(0)
-    for batch, _ in zip(task.batches(rng, 64), range(20), strict=False):
-        loss, _ = task.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    fit_briefly(task, model, batch_size=64, steps=20)
     folder = tmp_path_factory.mktemp("runs") / "sasrec-loo"
     save_sasrec(folder, model, data, {"config": asdict(cfg), "n_items": data.n_items})
     return folder, task
@@ -69,13 +68,11 @@ def engine(dense_path) -> DenseEngine:
 
 
 def test_the_cli_exports_a_checksummed_dense_bundle_with_onnx_parity(dense_path, sasrec_run):
-    from training.export import sha256
-
     manifest = json.loads((dense_path / "manifest.json").read_text())
     assert manifest["kind"] == "dense" and manifest["config"]["pad_id"] == 90
     assert set(manifest["files"]) == {"encoder.onnx", "item_emb.npy", "items.json"}
     for name, meta in manifest["files"].items():
-        assert meta["sha256"] == sha256(dense_path / name)
+        assert meta["sha256"] == sha256_file(dense_path / name)
     assert manifest["parity_max_abs_diff"]["user"] <= 1e-4
     model = sasrec_run[1].model
     np.testing.assert_array_equal(np.load(dense_path / "item_emb.npy"), model.item_embeddings())
@@ -114,7 +111,7 @@ def test_smoke_check_and_info(engine):
 
 def test_kinds_are_not_interchangeable(dense_path, tiny_bundle):
     with pytest.raises(BundleError, match="is a 'dense' bundle, expected 'seater'"):
-        load_bundle(dense_path)
+        load_seater_bundle(dense_path)
     with pytest.raises(BundleError, match="is a 'seater' bundle, expected 'dense'"):
         load_dense_bundle(tiny_bundle.path)
 

@@ -1,25 +1,22 @@
-"""service.runtime + service.bundle on a REAL bundle (``tiny_bundle``: the real export code).
+"""The SEATER engine on a REAL bundle (``tiny_bundle``: the real export code).
 
 The engine's own logic - padding, slicing, re-batching, IOBinding, result shaping - is
 checked end to end through onnxruntime against the exported graphs, and its answers
-against the exhaustive oracle; bundle verification against tampered copies.
+against the exhaustive oracle.
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from indexer import exhaustive_search
-from service.bundle import BundleError, load_bundle
-from service.cache import decode_state, encode_state
-from service.engine import smoke_check
-from service.runtime import CPU, CUDA, OnnxEngine, RuntimeOptions, choose_providers, load_engine
+from service.core.cache import decode_state, encode_state
+from service.model.bundle import load_seater_bundle
+from service.model.engine import smoke_check
+from service.model.seater import SeaterEngine
+from service.model.sessions import CPU, RuntimeOptions
 from service.settings import Settings
-from tests.service.bundles import copy_bundle, tamper
 
 HISTORIES = [
     np.array([3, 1, 4, 1, 5]),
@@ -29,9 +26,13 @@ HISTORIES = [
 ]
 
 
+def options(**settings) -> RuntimeOptions:
+    return RuntimeOptions.from_settings(Settings(providers="cpu", **settings))
+
+
 @pytest.fixture(scope="module")
-def engine(tiny_bundle) -> OnnxEngine:
-    return OnnxEngine(load_bundle(tiny_bundle.path), RuntimeOptions("cpu", intra_op_threads=1))
+def engine(tiny_bundle) -> SeaterEngine:
+    return SeaterEngine(load_seater_bundle(tiny_bundle.path), options(intra_op_threads=1))
 
 
 def test_engine_loads_reports_and_passes_the_smoke_test(engine, tiny_bundle):
@@ -77,7 +78,7 @@ def test_batched_search_equals_one_request_at_a_time(engine):
         np.testing.assert_array_equal(together[b].codes, engine.tree.codes_of(alone.items))
 
 
-def decoder_scorer(engine: OnnxEngine, state):
+def decoder_scorer(engine: SeaterEngine, state):
     """The exported decoder, called directly (no IOBinding) on one request's memory."""
     feeds = {
         "memory_k": state.memory_k[:, None],
@@ -112,32 +113,12 @@ def test_cached_float16_states_give_the_same_top_items(engine):
         assert a.items[:3].tolist() == b.items[:3].tolist()
 
 
-def test_load_engine_from_settings_and_provider_choice(tiny_bundle):
-    engine = load_engine(tiny_bundle.path, Settings(providers="cpu", intra_op_threads=1))
-    assert isinstance(engine, OnnxEngine) and engine.info.device == "cpu"
-    assert choose_providers("auto", [CUDA, CPU]) == [CUDA, CPU]
-    assert choose_providers("auto", [CPU]) == [CPU]
-    assert choose_providers("cpu", [CUDA, CPU]) == [CPU]
-    with pytest.raises(BundleError, match="SEATER_PROVIDERS=cuda"):
-        choose_providers("cuda", [CPU])
-
-
-def test_encoder_and_decoder_sessions_take_their_own_thread_counts(tiny_bundle):
-    settings = Settings(providers="cpu", intra_op_threads=2, encoder_intra_op_threads=1)
-    engine = load_engine(tiny_bundle.path, settings)
-    assert engine.encoder.get_session_options().intra_op_num_threads == 1
-    assert engine.decoder.get_session_options().intra_op_num_threads == 2
-    engine = load_engine(tiny_bundle.path, Settings(providers="cpu", intra_op_threads=1,
-                                                    encoder_intra_op_threads=2))
-    assert engine.encoder.get_session_options().intra_op_num_threads == 2
-
-
 def test_small_steps_run_on_a_one_thread_session_with_the_same_answers(engine, tiny_bundle):
-    bundle = load_bundle(tiny_bundle.path)
-    split = OnnxEngine(bundle, RuntimeOptions("cpu", intra_op_threads=2, small_step_rows=64))
+    bundle = load_seater_bundle(tiny_bundle.path)
+    split = SeaterEngine(bundle, options(intra_op_threads=2, small_step_rows=64))
     assert split.small_decoder.get_session_options().intra_op_num_threads == 1
-    assert OnnxEngine(bundle, RuntimeOptions("cpu", intra_op_threads=2,
-                                             small_step_rows=0)).small_decoder is None
+    assert SeaterEngine(bundle, options(intra_op_threads=2,
+                                        small_step_rows=0)).small_decoder is None
     assert engine.small_decoder is None  # already one thread: nothing to split
     used = []
     for name in ("small_decoder", "decoder"):  # record which session ran each step
@@ -154,58 +135,23 @@ def test_small_steps_run_on_a_one_thread_session_with_the_same_answers(engine, t
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
 
 
-def test_checksum_mismatch_names_the_file(tiny_bundle, tmp_path):
-    bad = tamper(copy_bundle(tiny_bundle.path, tmp_path / "bad"), "decoder.onnx")
-    with pytest.raises(BundleError, match="checksum mismatch for decoder.onnx"):
-        load_bundle(bad)
+def test_a_wrapped_beam_search_sees_every_decoder_step_and_changes_no_answer(engine, tiny_bundle):
+    """The engine benchmark times decoder steps by handing the engine a wrapped search."""
+    from indexer import beam_search
 
+    steps: list[tuple[int, ...]] = []
 
-def test_missing_file_and_missing_manifest_are_named(tiny_bundle, tmp_path):
-    gone = copy_bundle(tiny_bundle.path, tmp_path / "gone")
-    (gone / "items.json").unlink()
-    with pytest.raises(BundleError, match="items.json is listed in manifest.json but missing"):
-        load_bundle(gone)
-    (gone / "manifest.json").unlink()
-    with pytest.raises(BundleError, match="manifest.json is missing"):
-        load_bundle(gone)
+    def counting(tree, scorer, **kwargs):
+        def timed(prefix: np.ndarray) -> np.ndarray:
+            steps.append(prefix.shape)
+            return scorer(prefix)
 
+        return beam_search(tree, timed, **kwargs)
 
-def edit_manifest(bundle: Path, edit) -> None:
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    edit(manifest)
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
-
-
-def test_unlisted_required_file_is_refused(tiny_bundle, tmp_path):
-    partial = copy_bundle(tiny_bundle.path, tmp_path / "partial")
-    edit_manifest(partial, lambda m: m["files"].pop("embeddings.npy"))
-    with pytest.raises(BundleError, match="does not list \\['embeddings.npy'\\]"):
-        load_bundle(partial)
-
-
-def test_path_escape_in_manifest_is_refused(tiny_bundle, tmp_path):
-    evil = copy_bundle(tiny_bundle.path, tmp_path / "evil")
-    edit_manifest(evil, lambda m: m["files"].update({"../../etc/passwd": "0" * 64}))
-    with pytest.raises(BundleError, match="escapes the bundle directory"):
-        load_bundle(evil)
-
-
-def test_a_catalog_from_another_export_is_inconsistent(tiny_bundle, tmp_path):
-    from training.export import sha256
-
-    mixed = copy_bundle(tiny_bundle.path, tmp_path / "mixed")
-    (mixed / "items.json").write_text(json.dumps({"ids": [str(i) for i in range(27)]}))
-    edit_manifest(mixed, lambda m: m["files"].update(
-        {"items.json": {"sha256": sha256(mixed / "items.json")}}))
-    with pytest.raises(BundleError, match="items.json has 27 ids, tree.npz 90 items"):
-        load_bundle(mixed)
-
-
-def test_a_bundle_of_another_kind_is_refused_by_the_seater_loader(tiny_bundle, tmp_path):
-    other = copy_bundle(tiny_bundle.path, tmp_path / "other")
-    edit_manifest(other, lambda m: m.update(kind="dense"))
-    with pytest.raises(BundleError, match="is a 'dense' bundle, expected 'seater'"):
-        load_bundle(other)
-    edit_manifest(other, lambda m: m.update(kind="mystery"))
-    with pytest.raises(BundleError, match="unknown bundle kind 'mystery'"):
-        load_engine(other, Settings(providers="cpu"))
+    wrapped = SeaterEngine(load_seater_bundle(tiny_bundle.path), options(intra_op_threads=1),
+                           counting)
+    n, beam = np.array([5, 3, 8, 1]), np.array([10, 5, 12, 40])
+    got = wrapped.search(wrapped.encode(HISTORIES), n, beam, HISTORIES)
+    want = engine.search(engine.encode(HISTORIES), n, beam, HISTORIES)
+    assert [s[2] for s in steps] == list(range(1, tiny_bundle.tree.max_depth + 1))
+    assert [a.items.tolist() for a in got] == [b.items.tolist() for b in want]

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from service.batcher import MicroBatcher
-from service.engine import Engine
+from service.core.batcher import MicroBatcher
+from service.core.holder import ModelHolder
 from service.errors import InvalidInput, UnknownItems
-from service.holder import ModelHolder
+from service.model.engine import Engine
 from service.schemas import RetrievedItem, RetrieveRequest, RetrieveResponse
 from service.settings import Settings
 

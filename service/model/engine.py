@@ -1,9 +1,10 @@
 """The engine contract: one loaded model version, as the rest of the service sees it.
 
-The batcher, cache and routes depend only on this Protocol, so they are tested with a
-fake engine, and the ONNX Runtime implementation (:mod:`service.runtime`) can change
-without touching them. An engine is immutable once built: a hot reload builds a new one
-and swaps the reference, while requests in flight keep the engine they started with.
+The batcher, cache and routes depend only on this Protocol and the state types, so they
+are tested with a fake engine, and the engines (:mod:`service.model.seater`,
+:mod:`service.model.dense`) can change without touching them. An engine is immutable
+once built: a hot reload builds a new one and swaps the reference, while requests in
+flight keep the engine they started with.
 
 Threading: ``encode`` and ``search`` are called from a worker thread (never the event
 loop), one call at a time per batch worker; they must not mutate shared state.
@@ -12,57 +13,58 @@ loop), one call at a time per batch worker; they must not mutate shared state.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-from service.catalog import Catalog
+from service.model.catalog import Catalog
 
 
 @dataclass(frozen=True)
-class EncoderState:
-    """The per-request output of the encoder, unpadded (real history positions only).
+class EncoderMemory:
+    """SEATER's per-request state: the decoder's cross-attention memory, unpadded (real
+    history positions only), so it does not depend on the batch it was computed in.
 
     Shape:
-        memory_k: float32 ``[layers, H, T_r, dk]`` cross-attention keys
-        memory_v: float32 ``[layers, H, T_r, dv]`` cross-attention values
+        memory_k: float32 ``[layers, H, T_r, dh]`` cross-attention keys
+        memory_v: float32 ``[layers, H, T_r, dh]`` cross-attention values
         memory_bias: float32 ``[T_r]`` (0 at real items)
-    For SEATER ``T_r`` is the request's (truncated) history length and ``dk = dv = dh``;
-    the dense baseline stores its user vector as one position (see :func:`vector_state`).
-    States do not depend on the batch they were computed in, which is what makes them
-    cacheable.
+    ``T_r`` is the request's (truncated) history length.
     """
 
     memory_k: np.ndarray
     memory_v: np.ndarray
     memory_bias: np.ndarray
+    # Kept at float32 in any cache: padding biases are -1e9, beyond float16's range.
+    FULL_PRECISION: ClassVar[frozenset[str]] = frozenset({"memory_bias"})
 
     @property
     def length(self) -> int:
         return int(self.memory_bias.shape[0])
 
 
-def vector_state(vector: np.ndarray) -> EncoderState:
-    """A one-vector state (the dense baseline's user vector) in the cacheable layout.
+@dataclass(frozen=True)
+class UserVector:
+    """The dense baseline's per-request state: SASRec's user vector.
 
-    Shape: vector float32 [d] -> memory_k [1, 1, 1, d], memory_v [1, 1, 1, 0], bias [1].
+    Shape: vector float32 ``[d]``.
     """
-    k = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, 1, 1, -1)
-    return EncoderState(k, np.zeros((1, 1, 1, 0), np.float32), np.zeros(1, np.float32))
+
+    vector: np.ndarray
+    FULL_PRECISION: ClassVar[frozenset[str]] = frozenset()
 
 
-def length_buckets(lengths: Sequence[int], smallest: int = 8) -> list[np.ndarray]:
-    """Group requests whose histories pad to the same power of two (at least ``smallest``).
+EncoderState = EncoderMemory | UserVector
+"""What ``encode`` returns and the cache stores: frozen dataclasses of float32 arrays."""
+STATE_TYPES: tuple[type[EncoderMemory], type[UserVector]] = (EncoderMemory, UserVector)
+"""Every state type, in a fixed order (the cache's payload names a state by its index)."""
 
-    A micro-batch of real histories (Beauty: median 6 items, some 50) padded to its
-    longest row is mostly padding; encoding each bucket apart costs one more graph call
-    per bucket but a fraction of the padded tokens (and of attention's T^2).
-    Shape: lengths [B] -> index arrays into the batch, one per non-empty bucket.
-    """
-    lengths = np.asarray(lengths)
-    width = np.maximum(smallest, 2 ** np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64))
-    return [np.flatnonzero(width == w) for w in np.unique(width)]
+
+def state_arrays(state: EncoderState) -> dict[str, np.ndarray]:
+    """A state's arrays by field name, in declaration order."""
+    return {f.name: getattr(state, f.name) for f in fields(state)}
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,10 @@ class SearchHit:
 
     Shape:
         items: int64 ``[m]`` item indices, ``m <= n`` (fewer when exclusions empty a beam)
-        scores: float32 ``[m]`` sum of log-probs along the path, descending
-        codes: int64 ``[m, depth]`` child position per level (``-1`` padded for short paths)
+        scores: float32 ``[m]`` sum of log-probs along the path (dense: dot product),
+            descending
+        codes: int64 ``[m, depth]`` child position per level (``-1`` padded for short
+            paths; ``depth`` 0 for the dense baseline)
     """
 
     items: np.ndarray
@@ -80,13 +84,18 @@ class SearchHit:
     codes: np.ndarray
 
 
-@dataclass(frozen=True)
-class ModelInfo:
+class ModelInfo(BaseModel):
     """What ``GET /v1/model`` reports about the loaded version (``k``, ``depth`` and
-    ``n_nodes`` are 0 for the dense baseline, which has no tree)."""
+    ``n_nodes`` are 0 for the dense baseline, which has no tree); the response adds the
+    limits it is served under (:class:`service.schemas.ModelResponse`)."""
+
+    model_config = ConfigDict(frozen=True)
 
     version: str
+    kind: str = Field(description="seater (generative retrieval) or dense (brute-force baseline).")
     dataset: str | None
+    format_version: int | str | None
+    exported_at: str | None
     n_items: int
     n_nodes: int
     k: int
@@ -95,11 +104,7 @@ class ModelInfo:
     pad_id: int
     providers: list[str]
     device: str
-    format_version: int | str | None = None
-    exported_at: str | None = None
-    bundle_path: str | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    kind: str = "seater"
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Metrics at export.")
 
 
 @runtime_checkable
@@ -126,18 +131,13 @@ class Engine(Protocol):
             histories: per request, int64 ``[T_b]`` item indices, oldest first, already
                 truncated to ``info.max_history`` (``1 <= T_b``).
         Returns:
-            one :class:`EncoderState` per history, in order.
+            one state per history, in order.
         """
         ...
 
-    def search(
-        self,
-        states: Sequence[EncoderState],
-        n: np.ndarray,
-        beam: np.ndarray,
-        exclude: Sequence[np.ndarray],
-    ) -> list[SearchHit]:
-        """Constrained beam search for a batch of requests in one decoding loop.
+    def search(self, states: Sequence[EncoderState], n: np.ndarray, beam: np.ndarray,
+               exclude: Sequence[np.ndarray]) -> list[SearchHit]:
+        """Top-n for a batch of requests in one decoding loop (or one scan).
 
         Args:
             states: per request encoder state (from ``encode`` or the cache).
@@ -167,7 +167,7 @@ def smoke_check(engine: Engine) -> None:
     info = engine.info
     n_items = len(engine.catalog)
     if n_items != info.n_items:
-        raise SmokeTestFailed(f"items.json has {n_items} ids, the tree has {info.n_items} items")
+        raise SmokeTestFailed(f"items.json has {n_items} ids, the model has {info.n_items} items")
     history = np.arange(min(3, n_items), dtype=np.int64)
     try:
         states = engine.encode([history, history[:1]])
@@ -176,11 +176,8 @@ def smoke_check(engine: Engine) -> None:
     if len(states) != 2:
         raise SmokeTestFailed(f"encoder returned {len(states)} states for 2 histories")
     for s in states:
-        k, v = s.memory_k, s.memory_v
-        if k.ndim != 4 or k.shape[:3] != v.shape[:3] or k.shape[2] != s.length:
-            raise SmokeTestFailed(f"encoder state shapes disagree: {k.shape}, {v.shape}")
-        if not (np.isfinite(s.memory_k).all() and np.isfinite(s.memory_v).all()):
-            raise SmokeTestFailed("encoder produced non-finite memory")
+        if not all(np.isfinite(a).all() for a in state_arrays(s).values()):
+            raise SmokeTestFailed("encoder produced a non-finite state")
     n = min(5, n_items)
     beam = min(max(n, 8), n_items)
     # Exclude one item only where enough remain to fill n.

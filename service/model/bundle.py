@@ -2,20 +2,20 @@
 
 The bundle (``artifacts/<version>/``, see docs/architecture.md) is the only contract
 between training and serving. Two kinds exist, named by the manifest's ``kind``:
-``"seater"`` (the default when absent: encoder + one-step decoder + ID tree) and
-``"dense"`` (the brute-force baseline: a SASRec user encoder + item embeddings, scored
-against every item; written by ``training/sasrec/export.py``).
+``"seater"`` (the default when absent: encoder + one-step decoder + ID tree, written by
+the SEATER exporter) and ``"dense"`` (the brute-force baseline: a SASRec user encoder +
+item embeddings, scored against every item; written by the SASRec exporter).
 
 Nothing in a bundle is trusted until ``manifest.json`` lists every required file and
-each file's sha256 matches; mismatches name the file. Shapes are
-cross-checked (items.json vs tree vs embedding table) so that a bundle assembled from two
-exports fails here, at load time, rather than as wrong answers later.
+each file's sha256 matches; mismatches name the file. Shapes are cross-checked
+(items.json vs tree vs embedding table) so that a bundle assembled from two exports
+fails here, at load time, rather than as wrong answers later.
 
-Manifest fields read here::
+Manifest fields read here (as the exporters write them)::
 
     {"format_version": 1, "model_version": "...", "dataset": "beauty", "kind": "seater",
-     "files": {"encoder.onnx": {"sha256": "<hex>", "bytes": 123}, ...},   # or name -> "<hex>"
-     "config": {"pad_id": <int>, "max_history": <int>, ...},             # "max_len" also read
+     "files": {"encoder.onnx": {"sha256": "<hex>", "bytes": 123}, ...},
+     "config": {"pad_id": <int>, "max_history": <int>, ...},
      "tree": {"k": 16, "depth": 4, "n_items": 12101, "n_nodes": 12908},
      "metrics": {...}, "exported_at": "2024-01-01T00:00:00Z"}
 """
@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from service.catalog import Catalog, CatalogError
+from indexer.tree import IdTree
+from service.model.catalog import Catalog, CatalogError
 
 BUNDLE_FORMAT_VERSIONS = (1,)
 SEATER, DENSE = "seater", "dense"
@@ -39,7 +39,6 @@ REQUIRED_FILES = {
     SEATER: ("encoder.onnx", "decoder.onnx", "tree.npz", "items.json", "embeddings.npy"),
     DENSE: ("encoder.onnx", "item_emb.npy", "items.json"),
 }
-MAX_HISTORY_KEYS = ("max_history", "max_len", "max_seq_len")
 MANIFEST = "manifest.json"
 
 
@@ -95,30 +94,25 @@ class Manifest:
             kind=kind,
         )
 
-    def int_config(self, *keys: str, default: int | None = None) -> int:
-        """First of ``keys`` present in the model config, as int."""
-        for key in keys:
-            if self.config.get(key) is not None:
-                return int(self.config[key])
-        if default is None:
-            raise BundleError(f"manifest.json config has none of {list(keys)}")
-        return default
+    def config_int(self, key: str) -> int:
+        """``config[key]`` as an int; BundleError naming the key when absent."""
+        if self.config.get(key) is None:
+            raise BundleError(f"manifest.json config has no {key!r}")
+        return int(self.config[key])
 
 
 def _file_hashes(files: Any, where: Path) -> dict[str, str]:
-    """``{name: sha}`` from ``{name: sha}``, ``{name: {"sha256": sha}}`` or a list of objects."""
-    if isinstance(files, list):
-        files = {f.get("path") or f.get("name"): f for f in files if isinstance(f, dict)}
+    """``{name: sha}`` from the manifest's ``{name: {"sha256": sha, "bytes": n}}``."""
     if not isinstance(files, dict):
-        raise BundleError(f"{where}: 'files' must map file names to sha256")
+        raise BundleError(f"{where}: 'files' must map file names to {{'sha256': ...}}")
     out = {}
     for name, entry in files.items():
-        sha = entry.get("sha256") if isinstance(entry, dict) else entry
-        if not isinstance(name, str) or not isinstance(sha, str) or len(sha) != 64:
-            raise BundleError(f"{where}: bad 'files' entry for {name!r} (need a sha256 hex)")
         pure = PurePosixPath(name)
         if pure.is_absolute() or ".." in pure.parts:
             raise BundleError(f"{where}: file name {name!r} escapes the bundle directory")
+        sha = entry.get("sha256") if isinstance(entry, dict) else None
+        if not isinstance(sha, str) or len(sha) != 64:
+            raise BundleError(f"{where}: bad 'files' entry for {name!r} (need a sha256 hex)")
         out[name] = sha.lower()
     return out
 
@@ -148,25 +142,15 @@ def verify_files(root: Path, manifest: Manifest) -> None:
             )
 
 
-def default_tree_loader(path: Path) -> Any:
-    """``indexer.tree.IdTree.load``, imported here so the rest of the service needs no tree."""
-    try:
-        from indexer.tree import IdTree
-    except ImportError as exc:  # pragma: no cover - indexer ships with the service
-        raise BundleError(f"cannot read tree.npz: indexer is not importable ({exc})") from exc
-    return IdTree.load(path)
-
-
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle, loaded into memory (the ONNX graphs stay files for the runtime)."""
+    """What every verified bundle has: the folder (the ONNX graphs stay files for the
+    runtime), its manifest and catalog, and how histories are fed to its encoder."""
 
     path: Path
     manifest: Manifest
     catalog: Catalog
-    tree: Any  # indexer.IdTree: children, item_leaf, root, k, n_items, n_nodes, codes_of
-    embeddings: np.ndarray  # float32 [n_nodes, d], row = node id
-    pad_id: int
+    pad_id: int  # history padding: -1 (SEATER's node ids) or n_items (SASRec's pad row)
     max_history: int
 
     @property
@@ -174,12 +158,27 @@ class Bundle:
         return self.path / "encoder.onnx"
 
     @property
+    def version(self) -> str:
+        return self.manifest.model_version
+
+
+@dataclass(frozen=True)
+class SeaterBundle(Bundle):
+    """A SEATER bundle: encoder, one-step decoder, ID tree and node embeddings."""
+
+    tree: IdTree
+    embeddings: np.ndarray  # float32 [n_nodes, d], row = node id
+
+    @property
     def decoder_path(self) -> Path:
         return self.path / "decoder.onnx"
 
-    @property
-    def version(self) -> str:
-        return self.manifest.model_version
+
+@dataclass(frozen=True)
+class DenseBundle(Bundle):
+    """A dense-baseline bundle: user encoder graph + item embeddings."""
+
+    item_emb: np.ndarray  # float32 [n_items, d], row = item index
 
 
 def has_bundle(path: str | Path) -> bool:
@@ -199,8 +198,47 @@ def read_manifest(path: str | Path) -> Manifest:
     return Manifest.read(root / MANIFEST)
 
 
-def _verified(path: str | Path, kind: str) -> tuple[Path, Manifest, Catalog]:
-    """Manifest of the expected kind, every checksum matching, and the catalog."""
+def load_bundle(path: str | Path) -> SeaterBundle | DenseBundle:
+    """Read and verify the bundle at ``path``, of whichever kind its manifest names."""
+    if read_manifest(path).kind == DENSE:
+        return load_dense_bundle(path)
+    return load_seater_bundle(path)
+
+
+def load_seater_bundle(path: str | Path) -> SeaterBundle:
+    """Read and verify the SEATER bundle at ``path``; raise BundleError saying what is wrong."""
+    shared = _verified(path, SEATER)
+    root, m = shared["path"], shared["manifest"]
+    try:
+        tree = IdTree.load(root / "tree.npz")
+    except Exception as exc:
+        raise BundleError(f"tree.npz: {exc}") from exc
+    bundle = SeaterBundle(**shared, tree=tree, embeddings=_load_matrix(root / "embeddings.npy"))
+    emb = bundle.embeddings
+    problems = _shared_problems(bundle, tree.n_items, "tree.npz", "items", pad_id=-1)
+    if emb.shape[0] != tree.n_nodes:
+        problems.append(
+            f"embeddings.npy has shape {emb.shape}, expected [n_nodes = {tree.n_nodes}, d]"
+        )
+    for key, actual in (("k", tree.k), ("n_items", tree.n_items), ("n_nodes", tree.n_nodes)):
+        if key in m.tree and int(m.tree[key]) != int(actual):
+            problems.append(f"manifest tree.{key} = {m.tree[key]}, tree.npz has {actual}")
+    _refuse(problems)
+    return bundle
+
+
+def load_dense_bundle(path: str | Path) -> DenseBundle:
+    """Read and verify the dense bundle at ``path``; raise BundleError saying what is wrong."""
+    shared = _verified(path, DENSE)
+    bundle = DenseBundle(**shared, item_emb=_load_matrix(shared["path"] / "item_emb.npy"))
+    n_items = bundle.item_emb.shape[0]
+    _refuse(_shared_problems(bundle, n_items, "item_emb.npy", "rows", pad_id=n_items))
+    return bundle
+
+
+def _verified(path: str | Path, kind: str) -> dict[str, Any]:
+    """The :class:`Bundle` fields, once the manifest is of the expected kind and every
+    checksum matches."""
     root = Path(path)
     manifest = read_manifest(root)
     if manifest.kind != kind:
@@ -210,7 +248,9 @@ def _verified(path: str | Path, kind: str) -> tuple[Path, Manifest, Catalog]:
         catalog = Catalog.load(root / "items.json")
     except CatalogError as exc:
         raise BundleError(str(exc)) from exc
-    return root, manifest, catalog
+    return {"path": root, "manifest": manifest, "catalog": catalog,
+            "pad_id": manifest.config_int("pad_id"),
+            "max_history": manifest.config_int("max_history")}
 
 
 def _load_matrix(path: Path) -> np.ndarray:
@@ -224,96 +264,19 @@ def _load_matrix(path: Path) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def load_bundle(path: str | Path, tree_loader: Callable[[Path], Any] | None = None) -> Bundle:
-    """Read and verify the SEATER bundle at ``path``; raise BundleError saying what is wrong."""
-    root, manifest, catalog = _verified(path, SEATER)
-    try:
-        tree = (tree_loader or default_tree_loader)(root / "tree.npz")
-    except BundleError:
-        raise
-    except Exception as exc:
-        raise BundleError(f"tree.npz: {exc}") from exc
-    bundle = Bundle(
-        path=root,
-        manifest=manifest,
-        catalog=catalog,
-        tree=tree,
-        embeddings=_load_matrix(root / "embeddings.npy"),
-        pad_id=manifest.int_config("pad_id", default=-1),
-        max_history=manifest.int_config(*MAX_HISTORY_KEYS),
-    )
-    check_consistency(bundle)
-    return bundle
-
-
-def check_consistency(bundle: Bundle) -> None:
-    """Cross-check sizes between items.json, tree.npz, embeddings.npy and the manifest."""
-    tree, m = bundle.tree, bundle.manifest
+def _shared_problems(bundle: Bundle, n_items: int, source: str, unit: str,
+                     pad_id: int) -> list[str]:
+    """The checks every kind needs: catalog size, padding id, history length."""
     problems = []
-    if len(bundle.catalog) != tree.n_items:
-        problems.append(f"items.json has {len(bundle.catalog)} ids, tree.npz {tree.n_items} items")
-    emb = bundle.embeddings
-    if emb.ndim != 2 or emb.shape[0] != tree.n_nodes:
-        problems.append(
-            f"embeddings.npy has shape {emb.shape}, expected [n_nodes = {tree.n_nodes}, d]"
-        )
-    for key, actual in (("k", tree.k), ("n_items", tree.n_items), ("n_nodes", tree.n_nodes)):
-        if key in m.tree and int(m.tree[key]) != int(actual):
-            problems.append(f"manifest tree.{key} = {m.tree[key]}, tree.npz has {actual}")
-    if bundle.pad_id != -1:
-        problems.append(f"config pad_id {bundle.pad_id}: the graphs pad node ids with -1")
+    if len(bundle.catalog) != n_items:
+        problems.append(f"items.json has {len(bundle.catalog)} ids, {source} {n_items} {unit}")
+    if bundle.pad_id != pad_id:
+        problems.append(f"config pad_id {bundle.pad_id}: the encoder pads with {pad_id}")
     if bundle.max_history < 1:
         problems.append(f"config max_history {bundle.max_history} < 1")
+    return problems
+
+
+def _refuse(problems: list[str]) -> None:
     if problems:
         raise BundleError("bundle is inconsistent: " + "; ".join(problems))
-
-
-@dataclass(frozen=True)
-class DenseBundle:
-    """A verified dense-baseline bundle: user encoder graph + item embeddings + catalog."""
-
-    path: Path
-    manifest: Manifest
-    catalog: Catalog
-    item_emb: np.ndarray  # float32 [n_items, d], row = item index
-    pad_id: int  # SASRec's padding index (= n_items, its extra embedding row)
-    max_history: int
-
-    @property
-    def encoder_path(self) -> Path:
-        return self.path / "encoder.onnx"
-
-    @property
-    def version(self) -> str:
-        return self.manifest.model_version
-
-
-def load_dense_bundle(path: str | Path) -> DenseBundle:
-    """Read and verify the dense bundle at ``path``; raise BundleError saying what is wrong."""
-    root, manifest, catalog = _verified(path, DENSE)
-    item_emb = _load_matrix(root / "item_emb.npy")
-    bundle = DenseBundle(
-        path=root,
-        manifest=manifest,
-        catalog=catalog,
-        item_emb=item_emb,
-        pad_id=manifest.int_config("pad_id"),
-        max_history=manifest.int_config(*MAX_HISTORY_KEYS),
-    )
-    problems = []
-    if len(catalog) != item_emb.shape[0]:
-        problems.append(f"items.json has {len(catalog)} ids, item_emb.npy {item_emb.shape[0]} rows")
-    if bundle.pad_id != item_emb.shape[0]:
-        problems.append(f"config pad_id {bundle.pad_id}: SASRec pads with n_items")
-    if bundle.max_history < 1:
-        problems.append(f"config max_history {bundle.max_history} < 1")
-    if problems:
-        raise BundleError("bundle is inconsistent: " + "; ".join(problems))
-    return bundle
-
-
-def read_bundle(path: str | Path) -> Bundle | DenseBundle:
-    """Read and verify the bundle at ``path``, of whichever kind its manifest names."""
-    if read_manifest(path).kind == DENSE:
-        return load_dense_bundle(path)
-    return load_bundle(path)

@@ -15,7 +15,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.logs import current_request_id, reset_request_id, set_request_id
+from service.errors import error_body
+from service.logs import reset_request_id, set_request_id
 from service.metrics import ServiceMetrics
 
 log = logging.getLogger("service.access")
@@ -142,9 +143,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 async def _reject(send: Send, status: int, code: str, message: str) -> None:
     """Answer from middleware in the same ErrorResponse shape the error handlers use."""
-    body = json.dumps(
-        {"code": code, "message": message, "details": None, "request_id": current_request_id()}
-    ).encode()
+    body = json.dumps(error_body(code, message)).encode()
     await send(
         {
             "type": "http.response.start",

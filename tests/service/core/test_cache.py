@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 
 import numpy as np
 import pytest
 import redis
 
-from service.breaker import CircuitBreaker
-from service.cache import (
+from service.core.breaker import CircuitBreaker
+from service.core.cache import (
     LruCache,
     PayloadError,
     RedisCache,
@@ -17,8 +18,8 @@ from service.cache import (
     decode_state,
     encode_state,
 )
-from service.engine import EncoderState
 from service.metrics import ServiceMetrics
+from service.model.engine import EncoderMemory, UserVector
 from tests.service.conftest import REDIS_URL, metric, running
 from tests.service.fakes import external_id
 from tests.service.proxy import TcpProxy
@@ -27,10 +28,10 @@ pytestmark = pytest.mark.anyio
 BODY = {"history": [external_id(i) for i in (3, 1, 4, 1, 5)], "n": 4}
 
 
-def state(t: int = 5, seed: int = 0) -> EncoderState:
+def state(t: int = 5, seed: int = 0) -> EncoderMemory:
     rng = np.random.default_rng(seed)
     k = rng.standard_normal((2, 3, t, 4)).astype(np.float32)
-    return EncoderState(k, -k, np.zeros(t, np.float32))
+    return EncoderMemory(k, -k, np.zeros(t, np.float32))
 
 
 def closed_port() -> int:
@@ -58,9 +59,21 @@ def test_payload_round_trip(dtype, tol):
     assert half < 0.6 * full
 
 
+def test_a_padding_bias_survives_float16_and_a_user_vector_round_trips_as_itself():
+    s = state(t=3)
+    s = EncoderMemory(s.memory_k, s.memory_v, np.array([-1e9, 0.0, 0.0], np.float32))
+    assert decode_state(encode_state(s, "float16")).memory_bias[0] == np.float32(-1e9)
+    user = UserVector(np.array([0.5, -2.0, 3.25], np.float32))
+    back = decode_state(encode_state(user, "float16"))
+    assert type(back) is UserVector and back.vector.dtype == np.float32
+    np.testing.assert_array_equal(back.vector, user.vector)  # exact in float16
+
+
 @pytest.mark.parametrize(
     "payload",
-    [b"", b"SEAT", encode_state(state(), "float32")[:-1], b"XXXX" + bytes(40), b"\x00" * 100],
+    [b"", b"SEAT", encode_state(state(), "float32")[:-1], b"XXXX" + bytes(40), b"\x00" * 100,
+     encode_state(state(), "float32") + b"\0",
+     encode_state(UserVector(np.ones(4, np.float32)))[:9]],  # cut inside the shapes
 )
 def test_corrupt_payloads_raise_payload_error(payload):
     with pytest.raises(PayloadError):
@@ -73,6 +86,9 @@ def test_cache_key_depends_on_version_and_history_only():
     assert cache_key("p:", "v1", h) != cache_key("p:", "v2", h)
     assert cache_key("p:", "v1", h) != cache_key("p:", "v1", np.array([3, 2, 1]))
     assert cache_key("p:", "v1", h).startswith("p:v1:")
+    # The payload format is part of the key: another format's entries are misses.
+    assert cache_key("p:", "v1", h) != "p:v1:" + hashlib.blake2b(
+        h.astype("<i8").tobytes(), digest_size=16).hexdigest()
 
 
 async def test_lru_evicts_the_least_recently_used():
@@ -110,7 +126,7 @@ async def test_as_cached_is_bit_for_bit_what_redis_hands_back(redis_prefix, dtyp
         breaker=CircuitBreaker(3, 1.0), metrics=ServiceMetrics(),
     )  # fmt: skip
     s = state(t=7, seed=4)
-    s = EncoderState(s.memory_k / 3, s.memory_v / 7, s.memory_bias)  # not exact in float16
+    s = EncoderMemory(s.memory_k / 3, s.memory_v / 7, s.memory_bias)  # not exact in float16
     await cache.set_many([(f"{redis_prefix}k", s)])
     (got,) = await cache.get_many([f"{redis_prefix}k"])
     await cache.close()

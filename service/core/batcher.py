@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.cache import StateCache, cache_key
-from service.engine import EncoderState, Engine, SearchHit
+from service.core.cache import StateCache, cache_key
 from service.errors import InternalError, NotReady, Overloaded, ServiceError
 from service.metrics import ServiceMetrics
+from service.model.engine import EncoderState, Engine, SearchHit
 
 log = logging.getLogger(__name__)
 

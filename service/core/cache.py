@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import struct
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import fields
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -26,20 +28,22 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from service.breaker import CircuitBreaker
-from service.engine import EncoderState
+from service.core.breaker import CircuitBreaker
 from service.metrics import ServiceMetrics
+from service.model.engine import STATE_TYPES, EncoderState, state_arrays
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# magic, format version, dtype code, reserved, layers, heads, T, dk, dv
-_HEADER = struct.Struct("<4sBBHIIIII")
+# magic, payload format, dtype code, state type (index in STATE_TYPES), number of arrays;
+# then per array its ndim (u8) and shape (u32 each); then the arrays' bytes in that order.
+_HEADER = struct.Struct("<4sBBBB")
 _MAGIC = b"SEAT"
-_FORMAT = 2  # 2: keys and values may differ in width (the dense baseline's dv = 0)
+_FORMAT = 3  # 3: any state type of service.model.engine (2 knew only EncoderMemory)
 _DTYPES = {0: np.dtype("<f4"), 1: np.dtype("<f2")}
 _CODES = {np.dtype("<f4"): 0, np.dtype("<f2"): 1}
+_F32 = np.dtype("<f4")
 
 
 class PayloadError(ValueError):
@@ -47,48 +51,61 @@ class PayloadError(ValueError):
 
 
 def cache_key(prefix: str, version: str, history: np.ndarray) -> str:
-    """``prefix + version + ":" + hash(history)``; history is the truncated item indices."""
+    """``prefix + version + ":" + hash(history)``; history is the truncated item indices.
+
+    The hash is personalised with the payload format, so a service writing another
+    format never looks up these entries (a miss, not a decode error).
+    """
     digest = hashlib.blake2b(
-        np.ascontiguousarray(history, dtype="<i8").tobytes(), digest_size=16
+        np.ascontiguousarray(history, dtype="<i8").tobytes(),
+        digest_size=16,
+        person=f"seater-state-{_FORMAT}".encode(),
     ).hexdigest()
     return f"{prefix}{version}:{digest}"
 
 
 def encode_state(state: EncoderState, dtype: str = "float16") -> bytes:
-    """Header + memory_k + memory_v in ``dtype`` + memory_bias in float32."""
+    """Header, shapes, then each array in ``dtype`` (its FULL_PRECISION ones in float32)."""
     dt = np.dtype(dtype).newbyteorder("<")
-    layers, heads, t, dk = state.memory_k.shape
-    dv = state.memory_v.shape[3]
-    header = _HEADER.pack(_MAGIC, _FORMAT, _CODES[dt], 0, layers, heads, t, dk, dv)
-    return b"".join(
-        (
-            header,
-            np.ascontiguousarray(state.memory_k, dtype=dt).tobytes(),
-            np.ascontiguousarray(state.memory_v, dtype=dt).tobytes(),
-            np.ascontiguousarray(state.memory_bias, dtype="<f4").tobytes(),
-        )
-    )
+    arrays = state_arrays(state)
+    parts = [_HEADER.pack(_MAGIC, _FORMAT, _CODES[dt], STATE_TYPES.index(type(state)),
+                          len(arrays))]
+    for a in arrays.values():
+        parts.append(struct.pack(f"<B{a.ndim}I", a.ndim, *a.shape))
+    for name, a in arrays.items():
+        stored = _F32 if name in state.FULL_PRECISION else dt
+        parts.append(np.ascontiguousarray(a, dtype=stored).tobytes())
+    return b"".join(parts)
 
 
 def decode_state(payload: bytes) -> EncoderState:
     """Inverse of :func:`encode_state`; arrays come back as float32. Raises PayloadError."""
-    if len(payload) < _HEADER.size:
-        raise PayloadError("payload shorter than its header")
-    magic, fmt, code, _, layers, heads, t, dk, dv = _HEADER.unpack_from(payload)
-    if magic != _MAGIC or fmt != _FORMAT or code not in _DTYPES:
-        raise PayloadError(f"unknown payload format {magic!r}/{fmt}/{code}")
-    dt = _DTYPES[code]
-    n_k, n_v = layers * heads * t * dk, layers * heads * t * dv
-    expected = _HEADER.size + (n_k + n_v) * dt.itemsize + 4 * t
+    try:
+        magic, fmt, code, kind, count = _HEADER.unpack_from(payload)
+        if magic != _MAGIC or fmt != _FORMAT or code not in _DTYPES or kind >= len(STATE_TYPES):
+            raise PayloadError(f"unknown payload format {magic!r}/{fmt}/{code}/{kind}")
+        cls = STATE_TYPES[kind]
+        names = [f.name for f in fields(cls)]
+        if count != len(names):
+            raise PayloadError(f"{cls.__name__} has {len(names)} arrays, payload {count}")
+        off = _HEADER.size
+        shapes = []
+        for _ in names:
+            (ndim,) = struct.unpack_from("<B", payload, off)
+            shapes.append(struct.unpack_from(f"<{ndim}I", payload, off + 1))
+            off += 1 + 4 * ndim
+    except struct.error as exc:
+        raise PayloadError(f"payload header is truncated: {exc}") from None
+    stored = [_F32 if name in cls.FULL_PRECISION else _DTYPES[code] for name in names]
+    sizes = [math.prod(shape) for shape in shapes]
+    expected = off + sum(size * dt.itemsize for size, dt in zip(sizes, stored, strict=True))
     if len(payload) != expected:
         raise PayloadError(f"payload has {len(payload)} bytes, header implies {expected}")
-    off = _HEADER.size
-    k = np.frombuffer(payload, dt, n_k, off).reshape(layers, heads, t, dk).astype(np.float32)
-    off += n_k * dt.itemsize
-    v = np.frombuffer(payload, dt, n_v, off).reshape(layers, heads, t, dv).astype(np.float32)
-    off += n_v * dt.itemsize
-    bias = np.frombuffer(payload, "<f4", t, off).astype(np.float32)
-    return EncoderState(memory_k=k, memory_v=v, memory_bias=bias)
+    arrays = {}
+    for name, shape, size, dt in zip(names, shapes, sizes, stored, strict=True):
+        arrays[name] = np.frombuffer(payload, dt, size, off).reshape(shape).astype(np.float32)
+        off += size * dt.itemsize
+    return cls(**arrays)
 
 
 class StateCache(Protocol):

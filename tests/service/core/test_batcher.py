@@ -7,8 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from service.batcher import MicroBatcher
-from service.cache import NullCache
+from service.core.batcher import MicroBatcher
+from service.core.cache import NullCache
 from service.errors import InternalError, NotReady
 from service.metrics import ServiceMetrics
 from tests.service.conftest import metric, running
@@ -27,6 +27,15 @@ def request(i: int) -> dict:
         "exclude": [external_id(i), external_id(i + 1)],
         "exclude_seen": i % 2 == 0,
     }
+
+
+def started(max_batch_size: int, max_wait_s: float, queue_size: int) -> MicroBatcher:
+    """A batcher without a cache, its workers running on this loop."""
+    metrics = ServiceMetrics()
+    batcher = MicroBatcher(NullCache(metrics), metrics, max_batch_size=max_batch_size,
+                           max_wait_s=max_wait_s, queue_size=queue_size)
+    batcher.start()
+    return batcher
 
 
 async def test_concurrent_requests_are_batched_and_each_answer_equals_its_solo_answer(
@@ -89,11 +98,7 @@ class _ShortEngine(FakeEngine):
 
 
 async def test_a_short_engine_output_fails_every_future_of_the_batch():
-    metrics = ServiceMetrics()
-    batcher = MicroBatcher(
-        NullCache(metrics), metrics, max_batch_size=8, max_wait_s=0.05, queue_size=16
-    )
-    batcher.start()
+    batcher = started(max_batch_size=8, max_wait_s=0.05, queue_size=16)
     engine = _ShortEngine()
     h = np.array([1, 2, 3])
     results = await asyncio.gather(
@@ -105,11 +110,7 @@ async def test_a_short_engine_output_fails_every_future_of_the_batch():
 
 
 async def test_close_drains_queued_jobs_and_then_refuses_new_ones():
-    metrics = ServiceMetrics()
-    batcher = MicroBatcher(
-        NullCache(metrics), metrics, max_batch_size=2, max_wait_s=0.0, queue_size=64
-    )
-    batcher.start()
+    batcher = started(max_batch_size=2, max_wait_s=0.0, queue_size=64)
     engine = FakeEngine(search_delay_s=0.02)
     tasks = [
         asyncio.create_task(batcher.submit(engine, np.array([i]), 1, 4, np.zeros(0, np.int64)))
@@ -124,11 +125,7 @@ async def test_close_drains_queued_jobs_and_then_refuses_new_ones():
 
 
 async def test_a_caller_that_gives_up_does_not_break_the_batch():
-    metrics = ServiceMetrics()
-    batcher = MicroBatcher(
-        NullCache(metrics), metrics, max_batch_size=8, max_wait_s=0.05, queue_size=16
-    )
-    batcher.start()
+    batcher = started(max_batch_size=8, max_wait_s=0.05, queue_size=16)
     engine = FakeEngine(search_delay_s=0.05)
     none = np.zeros(0, np.int64)
     quitter = asyncio.create_task(batcher.submit(engine, np.array([1]), 1, 4, none))
