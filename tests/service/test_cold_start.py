@@ -17,7 +17,7 @@ import pytest
 
 from tests.service.bundles import fit_briefly
 from tests.service.conftest import TOKEN, running
-from tests.training.test_lmindexer import hashing_encoder
+from tests.training.lmindexer.helpers import hashing_encoder
 
 pytestmark = pytest.mark.anyio
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
