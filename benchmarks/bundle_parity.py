@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import ROOT, closing_load, pinned_threads, provenance
-from service.bundle import BundleError
-from service.runtime import load_engine
+from service.model.bundle import BundleError
+from service.model.load import load_engine
 from service.settings import Settings
 from training.data import load_dataset
 from training.protocols import make_split

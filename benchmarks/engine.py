@@ -5,7 +5,7 @@
 What is measured, per ONNX Runtime intra-op thread count of the decoder session (the
 encoder session keeps one thread, ``SEATER_ENCODER_INTRA_OP_THREADS``, and steps under 256
 rows run on a one-thread copy of the decoder, ``SEATER_SMALL_STEP_ROWS``):
-- SEATER (``service.runtime.OnnxEngine``), beam 50, n 10, B = 1 and B = 64 requests:
+- SEATER (``service.model.seater.SeaterEngine``), beam 50, n 10, B = 1 and B = 64 requests:
   encoder, beam search and end-to-end (encode + search) latency, median and p95 over
   repeats; every decoder step separately (rows = B x width, prefix length t), and the
   rest of the search ("bookkeeping": ``indexer.search.beam_search``'s numpy work plus
@@ -13,7 +13,7 @@ rows run on a one-thread copy of the decoder, ``SEATER_SMALL_STEP_ROWS``):
 - The dense floor, measured interleaved with the B = 64 runs so both see the same
   machine: ``[64, 64] x [64, n_items]`` float32 scores + top-50 (argpartition + sort)
   in numpy. The engine's ratio to it is reported.
-- With ``--dense-bundle``, the dense baseline engine (``service.dense.DenseEngine``).
+- With ``--dense-bundle``, the dense baseline engine (``service.model.dense.DenseEngine``).
 
 Histories are real: a random Beauty user's sequence cut at a random point (the
 locustfile's rule), mapped through the bundle's ``items.json``. Without ``--bundle`` a
@@ -43,8 +43,10 @@ import numpy as np
 
 from benchmarks.common import ROOT, closing_load, pinned_threads, provenance
 from indexer.search import beam_search
-from service.bundle import load_bundle
-from service.runtime import OnnxEngine, RuntimeOptions
+from service.model.bundle import load_seater_bundle
+from service.model.seater import SeaterEngine
+from service.model.sessions import RuntimeOptions
+from service.settings import Settings
 
 BEAUTY_ITEMS, D, K = 12_101, 64, 16
 CACHE = ROOT / "artifacts" / "bench"
@@ -195,7 +197,7 @@ def dense_floor(n_items: int, rng: np.random.Generator) -> Callable[[], np.ndarr
     return run
 
 
-def bench_seater(engine: OnnxEngine, clock: StepClock, histories: list[np.ndarray], batch: int,
+def bench_seater(engine: SeaterEngine, clock: StepClock, histories: list[np.ndarray], batch: int,
                  reps: int, n: int, beam: int, floor: Callable[[], Any] | None) -> dict:
     """Encode + search ``reps`` batches of ``batch`` histories; optional interleaved floor."""
     encode_s, search_s, total_s, floor_s, steps = [], [], [], [], []
@@ -299,7 +301,7 @@ def bench_dense(engine, histories: list[np.ndarray], batch: int, reps: int, n: i
 def run_engine_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
     """Everything in the module docstring; returns the report's ``engine`` section."""
     bundle_dir = Path(args.bundle) if args.bundle else beauty_shape_bundle(args.seed)
-    bundle = load_bundle(bundle_dir)
+    bundle = load_seater_bundle(bundle_dir)
     histories = draw_histories(read_sequences(ROOT / args.data), bundle.catalog.ids, 4096,
                                args.seed, bundle.max_history)
     lengths = np.array([len(h) for h in histories])
@@ -319,8 +321,9 @@ def run_engine_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
     }
     for threads in [int(t) for t in args.threads.split(",")]:
         clock = StepClock()
-        options = RuntimeOptions("cpu", intra_op_threads=threads, allow_spinning=True)
-        engine = OnnxEngine(bundle, options, clock)  # alone on the machine: let threads spin
+        options = RuntimeOptions.from_settings(
+            Settings(providers="cpu", intra_op_threads=threads, allow_spinning=True))
+        engine = SeaterEngine(bundle, options, clock)  # alone on the machine: let threads spin
         row = {}
         for batch in (1, 64):
             row[f"B={batch}"] = bench_seater(engine, clock, histories, batch, reps[batch],
@@ -340,9 +343,11 @@ def run_engine_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
     report["bookkeeping_profile"] = profile_bookkeeping(
         bundle.tree, histories, 64, args.beam, args.n, 5 if args.quick else 30, args.seed)
     if args.dense_bundle:
-        from service.dense import DenseEngine, load_dense_bundle
+        from service.model.bundle import load_dense_bundle
+        from service.model.dense import DenseEngine
 
-        dense = DenseEngine(load_dense_bundle(args.dense_bundle), RuntimeOptions("cpu"))
+        dense = DenseEngine(load_dense_bundle(args.dense_bundle),
+                            RuntimeOptions.from_settings(Settings(providers="cpu")))
         report["dense_engine"] = {
             "bundle": str(args.dense_bundle),
             **{f"B={b}": bench_dense(dense, histories, b, reps[b], args.n) for b in (1, 64)}}

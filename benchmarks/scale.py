@@ -13,7 +13,7 @@ retrieval does not depend on what the weights learnt):
 - export: ``training.export.export_bundle`` with an untrained ``Seater(SeaterParams())``
   and ``training.sasrec.export.export_sasrec_bundle`` with an untrained ``SASRec`` whose
   item table is the vectors (the dense baseline bundle); bundle sizes from their files;
-- load: ``service.runtime.load_engine`` in a fresh process per bundle: wall time and RSS;
+- load: ``service.model.load.load_engine`` in a fresh process per bundle: wall time and RSS;
 - FAISS: ``IndexIVFFlat`` (inner product) over the same item table, nlist a power of two
   near 4 sqrt(N), nprobe the smallest power of two whose recall@10 against exact search
   reaches ``--target-recall`` on tuning queries (user vectors of held-out histories), then
@@ -170,7 +170,7 @@ def service_settings(threads: int):
 
 
 def load(path: Path, threads: int):
-    from service.runtime import load_engine
+    from service.model.load import load_engine
 
     return load_engine(Path(path), service_settings(threads))
 
@@ -185,7 +185,7 @@ def _rss_mb() -> dict[str, float]:
 
 def _probe(path: str, threads: int, queue) -> None:
     """In a fresh process: RSS with the service imported, then after loading the bundle."""
-    import service.runtime  # noqa: F401  (imported before the baseline is taken)
+    import service.model.load  # noqa: F401  (imported before the baseline is taken)
 
     before = _rss_mb()["rss_mb"]
     t0 = time.perf_counter()
@@ -225,7 +225,7 @@ def nlist_for(n: int) -> int:
 
 def exact_top(x: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Exact inner-product top-k, in blocks of queries (the ground truth for recall)."""
-    from service.dense import top_n
+    from service.model.dense import top_n
 
     return np.concatenate([top_n(queries[i: i + 64] @ x.T, k)
                            for i in range(0, len(queries), 64)])
@@ -309,8 +309,8 @@ class FaissSystem:
 
 
 def user_vectors(states) -> np.ndarray:
-    """The dense engine's per-request state is the user vector (``service.engine.vector_state``)."""
-    return np.stack([np.asarray(s.memory_k, np.float32).reshape(-1) for s in states])
+    """The dense engine's per-request states (``service.model.engine.UserVector``), stacked."""
+    return np.stack([s.vector for s in states])
 
 
 # ------------------------------------------------------------------ latency

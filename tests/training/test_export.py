@@ -45,7 +45,7 @@ def test_onnx_matches_torch_on_logits(tiny_bundle):
 
 
 def test_service_engine_returns_the_offline_top_n(tiny_bundle):
-    from service.runtime import load_engine
+    from service.model.load import load_engine
     from service.settings import Settings
 
     engine = load_engine(tiny_bundle.path, Settings())
