@@ -71,7 +71,7 @@ def open_run_dir(run_dir: Path, config: dict[str, Any], data: InteractionData, r
     run_dir = Path(run_dir)
     fingerprint = data_fingerprint(data)
     old_cfg, old_data = run_dir / "config.json", run_dir / FINGERPRINT
-    if resume and old_cfg.is_file():
+    if resume and old_cfg.is_file() and has_state(run_dir):
         changes = config_changes(json.loads(old_cfg.read_text()), config)
         fixed = {k: v for k, v in changes.items() if k not in RESUMABLE}
         if old_data.is_file():
@@ -90,6 +90,12 @@ def open_run_dir(run_dir: Path, config: dict[str, Any], data: InteractionData, r
         run_dir.mkdir(parents=True, exist_ok=True)
         old_cfg.write_text(json.dumps(config, indent=2))
         old_data.write_text(json.dumps(fingerprint, indent=2))
+
+
+def has_state(run_dir: Path) -> bool:
+    """Whether a resume would pick anything up: a checkpoint or a built tree."""
+    return any((Path(run_dir) / p).is_file() for p in ("fit/last.pt", "fit/best.pt",
+                                                        "tree.npz", "model.pt"))
 
 
 def _describe(fp: dict[str, Any]) -> str:

@@ -181,6 +181,18 @@ def test_resume_refuses_another_run_in_the_same_folder(log_csv, tmp_path):
     assert invoke(*base, "--patience", "3", "--threads", "2").exit_code == 0
 
 
+def test_a_folder_with_nothing_to_resume_takes_any_settings(tmp_path):
+    from training.data import load_dataset as load
+    from training.run_folder import open_run_dir
+
+    data = load("synthetic:n_users=30,n_items=20,seed=1")
+    open_run_dir(tmp_path / "run", {"model": {"d_model": 16}}, data, resume=True)
+    open_run_dir(tmp_path / "run", {"model": {"d_model": 32}}, data, resume=True)  # no state
+    (tmp_path / "run" / "tree.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="model.d_model: 32 -> 16"):
+        open_run_dir(tmp_path / "run", {"model": {"d_model": 16}}, data, resume=True)
+
+
 def test_reports_stay_in_the_run_folder_unless_a_reports_dir_is_named(tmp_path, monkeypatch):
     from training import reports
 
