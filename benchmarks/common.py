@@ -68,11 +68,6 @@ def machine_activity(seconds: float = 2.0, min_share: float = 0.1) -> dict[str, 
             "busy_processes": sorted(busy, key=lambda p: -p["cores"])}
 
 
-def busy_cores(seconds: float = 2.0) -> float:
-    """Cores busy over the last ``seconds`` (see :func:`machine_activity`)."""
-    return machine_activity(seconds)["busy_cores"]
-
-
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
