@@ -151,17 +151,24 @@ def build(
 ) -> T:
     """defaults < preset < file < explicit flags (None = not given) < ``--set`` overrides.
 
-    The preset is named by the ``preset`` key (from any layer) and looked up in
-    ``presets``; the config records its name."""
+    The preset is named by the ``preset`` key (from any layer; else the class's default)
+    and looked up in ``presets``; the config records its name."""
     given = {k: v for k, v in (flags or {}).items() if v is not None}
     data = merge(load_file(file) if file else {}, parse_overrides_flat(given))
     data = merge(data, parse_overrides(overrides or []))
-    name = data.get("preset")
+    name = data.get("preset", _preset_default(cls))
     if name is not None and presets is not None:
         if name not in presets:
             raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
         data = merge(presets[name], data)
     return from_dict(cls, data, str(file) if file else "config")
+
+
+def _preset_default(cls: type) -> str | None:
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name == "preset":
+            return _field_default(f)
+    return None
 
 
 def parse_overrides_flat(flags: dict[str, Any]) -> dict[str, Any]:

@@ -56,3 +56,27 @@ def test_partial_section_keeps_the_fields_own_defaults():
     cfg = build(Tuned, None, {"train.epochs": 3})
     assert cfg.train == Inner(lr=0.5, epochs=3)
     assert build(Tuned).train == Inner(lr=0.5, epochs=99)
+
+
+@dataclass(frozen=True)
+class WithPreset:
+    preset: str = "base"
+    refit: bool = False
+    train: Inner = field(default_factory=Inner)
+
+
+PRESETS = {"base": {"train": {"epochs": 3}}, "long": {"train": {"epochs": 99, "lr": 0.5}}}
+
+
+def test_presets_sit_under_file_flags_and_set_and_the_default_one_applies(tmp_path):
+    assert build(WithPreset, presets=PRESETS).train == Inner(epochs=3)  # the class's preset
+    cfg = build(WithPreset, None, {"preset": "long"}, presets=PRESETS)
+    assert (cfg.preset, cfg.train) == ("long", Inner(lr=0.5, epochs=99))
+    f = tmp_path / "c.yaml"
+    f.write_text("preset: long\ntrain:\n  epochs: 5\n")
+    cfg = build(WithPreset, f, {"train.lr": 0.25}, presets=PRESETS)
+    assert cfg.train == Inner(lr=0.25, epochs=5)  # preset < file < flags
+    cfg = build(WithPreset, f, None, ["train.epochs=7"], presets=PRESETS)
+    assert cfg.train == Inner(lr=0.5, epochs=7)  # < --set
+    with pytest.raises(ConfigError, match="unknown preset 'short'; choose one of base, long"):
+        build(WithPreset, None, {"preset": "short"}, presets=PRESETS)
