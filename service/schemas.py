@@ -15,6 +15,9 @@ from service.model.engine import ModelInfo
 from service.settings import (
     HARD_MAX_BEAM,
     HARD_MAX_EXCLUDE,
+    HARD_MAX_FILTER_ATTRIBUTES,
+    HARD_MAX_FILTER_CHARS,
+    HARD_MAX_FILTER_VALUES,
     HARD_MAX_HISTORY,
     HARD_MAX_ID_CHARS,
     HARD_MAX_N,
@@ -25,6 +28,57 @@ ItemId = Annotated[
     StringConstraints(min_length=1, max_length=HARD_MAX_ID_CHARS),
     Field(description="External item id, as in the dataset (e.g. an ASIN or '1234')."),
 ]
+
+
+CategoryPath = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=HARD_MAX_FILTER_CHARS),
+    Field(description="A category path, levels coarse to fine joined by '>' (as in the "
+          "items file's categories column), e.g. 'Beauty > Makeup'."),
+]
+AttributeName = Annotated[str, StringConstraints(min_length=1, max_length=HARD_MAX_ID_CHARS)]
+AttributeValue = Annotated[str, StringConstraints(max_length=HARD_MAX_FILTER_CHARS)]
+
+
+class ItemFilters(BaseModel):
+    """Include filters on the bundle's item metadata, applied INSIDE the search: subtrees
+    with no allowed item are pruned, so n items come back while n allowed items exist.
+
+    An item passes when one of its category paths starts with one of ``categories``
+    (level by level: "Beauty > Makeup" passes "Beauty > Makeup > Lips", not
+    "Beauty > Makeupx") AND, for every name in ``attributes``, its value is one of the
+    listed values. Lists are ORs, the parts are ANDed; empty parts do not filter. Naming
+    metadata the model lacks is a 422 listing what it has (also in GET /v1/model).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"categories": ["Beauty > Makeup"]},
+                {"attributes": {"brand": ["Acme", "Zed"]}},
+                {"categories": ["Beauty > Makeup", "Beauty > Fragrance"],
+                 "attributes": {"brand": ["Acme"], "in_stock": ["yes"]}},
+            ]
+        },
+    )
+
+    categories: list[CategoryPath] = Field(
+        default_factory=list,
+        max_length=HARD_MAX_FILTER_VALUES,
+        description="Keep items under ANY of these category paths (a path passes its "
+        "sub-categories). Empty: no category constraint.",
+    )
+    attributes: dict[
+        AttributeName,
+        Annotated[list[AttributeValue], Field(min_length=1, max_length=HARD_MAX_FILTER_VALUES)],
+    ] = Field(
+        default_factory=dict,
+        max_length=HARD_MAX_FILTER_ATTRIBUTES,
+        description="Attribute name -> the values to keep (exact match, one of them); "
+        "every named attribute must match. Names are the attribute columns of the items "
+        "file the model was trained with.",
+    )
 
 
 class RetrieveRequest(BaseModel):
@@ -42,6 +96,14 @@ class RetrieveRequest(BaseModel):
                     "beam_size": 50,
                     "exclude_seen": True,
                     "exclude": ["3", "9"],
+                },
+                {
+                    "history": ["sku-12", "sku-7", "sku-431"],
+                    "n": 10,
+                    "filters": {
+                        "categories": ["Beauty > Makeup"],
+                        "attributes": {"brand": ["Acme", "Zed"]},
+                    },
                 },
             ]
         },
@@ -69,7 +131,12 @@ class RetrieveRequest(BaseModel):
     exclude: list[ItemId] = Field(
         default_factory=list,
         max_length=HARD_MAX_EXCLUDE,
-        description="Further item ids never to return (filters, already shown...).",
+        description="Further item ids never to return (already shown, out of stock...).",
+    )
+    filters: ItemFilters | None = Field(
+        None,
+        description="Only return items that pass these include filters on the item "
+        "metadata (categories, attributes); see ItemFilters.",
     )
 
     @model_validator(mode="after")
@@ -159,11 +226,21 @@ class ErrorResponse(BaseModel):
     request_id: str | None = None
 
 
+class FilterNames(BaseModel):
+    """What ``filters`` in POST /retrieve can select on for this model."""
+
+    categories: bool = Field(..., description="Items carry category paths "
+                             "(filters.categories applies).")
+    attributes: list[str] = Field(..., description="Attribute names filters.attributes "
+                                  "accepts.")
+
+
 class ModelResponse(ModelInfo):
-    """The model being served and the limits it is served under."""
+    """The model being served, the limits it is served under and what it can filter on."""
 
     limits: dict[str, int | float | bool] = Field(default_factory=dict)
     cache_backend: str
+    filters: FilterNames
 
 
 class LiveResponse(BaseModel):

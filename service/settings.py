@@ -20,6 +20,9 @@ HARD_MAX_N = 1000
 HARD_MAX_BEAM = 1000
 HARD_MAX_EXCLUDE = 10_000
 HARD_MAX_ID_CHARS = 128
+HARD_MAX_FILTER_VALUES = 256  # category paths, or values of one attribute, in one filter
+HARD_MAX_FILTER_ATTRIBUTES = 32
+HARD_MAX_FILTER_CHARS = 512  # one category path or attribute value
 MIN_TOKEN_CHARS = 16
 
 Providers = Literal["auto", "cpu", "cuda"]

@@ -3,7 +3,8 @@
 The pattern is Ray Serve's batch queue: a bounded ``asyncio.Queue`` of (job, Future);
 a worker takes the first job, then keeps taking until ``max_batch_size`` jobs or
 ``max_wait_s`` have passed, and runs the batch: one cache lookup, then ONE encoder call
-for the misses and ONE beam search, together in a worker thread so the event loop keeps
+for the misses and ONE beam search (requests with different filters included: each
+distinct filter is one mask row), together in a worker thread so the event loop keeps
 accepting requests meanwhile. Output length is checked against the batch length, and any
 failure is set on every waiting future. A full queue is refused at once (503 +
 Retry-After) rather than turned into unbounded latency, and ``close`` drains the queue
@@ -44,7 +45,30 @@ class Job:
     beam: int
     exclude: np.ndarray  # int64 [E] item indices
     future: asyncio.Future[JobResult]
+    allowed: np.ndarray | None = None  # bool [n_items] the filter's mask (None: no filter)
     enqueued_at: float = field(default_factory=time.perf_counter)
+
+
+def batch_masks(jobs: list[Job], n_items: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The batch's distinct filter masks and each job's row, for ONE search.
+
+    Jobs share a row when they hold the same mask object (the catalog's LRU hands equal
+    filters the same array); unfiltered jobs share an all-true row, and a batch without
+    filters gets ``(None, None)``, the search's unmasked path.
+    Shape: -> allowed bool [M, n_items], allowed_of int64 [B].
+    """
+    if all(j.allowed is None for j in jobs):
+        return None, None
+    rows: dict[int, int] = {}
+    masks: list[np.ndarray] = []
+    of = np.empty(len(jobs), np.int64)
+    for b, job in enumerate(jobs):
+        key = id(job.allowed)
+        if key not in rows:
+            rows[key] = len(masks)
+            masks.append(np.ones(n_items, bool) if job.allowed is None else job.allowed)
+        of[b] = rows[key]
+    return np.stack(masks), of
 
 
 class MicroBatcher:
@@ -113,13 +137,17 @@ class MicroBatcher:
 
     # -- producer side ---------------------------------------------------------------------
     async def submit(
-        self, engine: Engine, history: np.ndarray, n: int, beam: int, exclude: np.ndarray
+        self, engine: Engine, history: np.ndarray, n: int, beam: int, exclude: np.ndarray,
+        allowed: np.ndarray | None = None,
     ) -> JobResult:
-        """Queue one retrieval and wait for its batch. Raises Overloaded when full."""
+        """Queue one retrieval and wait for its batch. Raises Overloaded when full.
+
+        ``allowed``: bool [n_items] the items a filter lets through (None: all).
+        """
         if self._closing:
             raise NotReady("service is shutting down", self.retry_after_s)
         future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
-        job = Job(engine, history, n, beam, exclude, future)
+        job = Job(engine, history, n, beam, exclude, future, allowed)
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
@@ -237,8 +265,10 @@ class MicroBatcher:
         states = [s if s is not None else fresh[k] for s, k in zip(found, keys, strict=True)]
         n = np.array([j.n for j in jobs], dtype=np.int64)
         beam = np.array([j.beam for j in jobs], dtype=np.int64)
+        allowed, allowed_of = batch_masks(jobs, engine.info.n_items)
+        masks = {} if allowed is None else {"allowed": allowed, "allowed_of": allowed_of}
         t0 = time.perf_counter()
-        hits = engine.search(states, n, beam, [j.exclude for j in jobs])
+        hits = engine.search(states, n, beam, [j.exclude for j in jobs], **masks)
         self.metrics.beam_search_seconds.observe(time.perf_counter() - t0)
         if len(hits) != len(jobs):
             raise InternalError(f"search returned {len(hits)} results for {len(jobs)} requests")

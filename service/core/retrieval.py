@@ -1,4 +1,5 @@
-"""The retrieval data plane: validate a request against the model, batch it, shape the answer.
+"""The retrieval data plane: validate a request against the model (limits, ids, filters),
+batch it, shape the answer.
 
 Transport-free (no FastAPI here): routes call :meth:`Retriever.retrieve`, which raises
 domain errors from :mod:`service.errors`. Per-request limits configured in settings are
@@ -15,7 +16,8 @@ from service.core.batcher import MicroBatcher
 from service.core.holder import ModelHolder
 from service.errors import InvalidInput, UnknownItems
 from service.model.engine import Engine
-from service.schemas import RetrievedItem, RetrieveRequest, RetrieveResponse
+from service.model.filters import FilterError, ItemFilter
+from service.schemas import ItemFilters, RetrievedItem, RetrieveRequest, RetrieveResponse
 from service.settings import Settings
 
 _MAX_NAMED = 20  # unknown ids named in one error message
@@ -84,6 +86,22 @@ class Retriever:
             )
         return idx[idx >= 0], unknown
 
+    @staticmethod
+    def allowed(engine: Engine, filters: ItemFilters | None) -> np.ndarray | None:
+        """The filter's mask over the model's items (None: no filter); 422 when it names
+        metadata the model lacks. Shape: -> bool [n_items], shared and read-only."""
+        if filters is None:
+            return None
+        try:
+            item_filter = ItemFilter.of(filters.categories, filters.attributes)
+            return None if item_filter.empty else engine.catalog.filters.mask(item_filter)
+        except FilterError as exc:
+            loc = f"body.filters.{exc.field}"
+            raise InvalidInput(
+                f"{loc}: {exc} (model {engine.version})",
+                details=[{"loc": loc, "msg": str(exc), "type": "unknown_filter"}],
+            ) from None
+
     async def retrieve(self, req: RetrieveRequest) -> RetrieveResponse:
         engine = self.holder.require()
         beam = req.beam_size or max(self.settings.default_beam, req.n)
@@ -101,7 +119,8 @@ class Retriever:
         if req.exclude_seen:
             excluded = np.concatenate([excluded, history])
         excluded = np.unique(excluded)
-        result = await self.batcher.submit(engine, truncated, req.n, beam, excluded)
+        allowed = self.allowed(engine, req.filters)
+        result = await self.batcher.submit(engine, truncated, req.n, beam, excluded, allowed)
         hit = result.hit
         catalog = engine.catalog
         items = [

@@ -5,7 +5,7 @@ two can be load-tested side by side: only the engine differs. ``encode`` runs th
 bundle's ``encoder.onnx`` (history item indices -> user vector, a
 :class:`~service.model.engine.UserVector` state the cache stores like any other).
 ``search`` scores the micro-batch with one ``[B, d] x [d, n_items]`` matmul, masks each
-request's exclusions, and takes the top-n with ``argpartition``; ties go to the lower
+request's exclusions and filters, and takes the top-n with ``argpartition``; ties go to the lower
 item index, as ``training.metrics.topk_indices`` breaks them offline. There is no tree,
 so codes are empty.
 """
@@ -69,8 +69,10 @@ class DenseEngine(BundleEngine):
         return [UserVector(np.ascontiguousarray(user, dtype=np.float32)) for user in users]
 
     def search(self, states: Sequence[UserVector], n: np.ndarray, beam: np.ndarray,
-               exclude: Sequence[np.ndarray]) -> list[SearchHit]:
-        """Score every item for the whole batch, mask exclusions, top-n per request.
+               exclude: Sequence[np.ndarray], allowed: np.ndarray | None = None,
+               allowed_of: np.ndarray | None = None) -> list[SearchHit]:
+        """Score every item for the whole batch, mask exclusions and filters, top-n per
+        request (masked before the top-n, so n allowed items come back while n exist).
 
         ``beam`` is ignored: the scan is exhaustive.
         """
@@ -78,6 +80,8 @@ class DenseEngine(BundleEngine):
         scores = users @ self.item_emb_t  # (B, n_items)
         for b, items in enumerate(exclude):
             scores[b, np.asarray(items, np.int64)] = -np.inf
+        if allowed is not None:
+            np.copyto(scores, -np.inf, where=~np.asarray(allowed)[np.asarray(allowed_of)])
         n = np.asarray(n, np.int64)
         top = top_n(scores, int(n.max()))  # (B, n_max), best first
         found = np.take_along_axis(scores, top, axis=1)

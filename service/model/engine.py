@@ -136,7 +136,8 @@ class Engine(Protocol):
         ...
 
     def search(self, states: Sequence[EncoderState], n: np.ndarray, beam: np.ndarray,
-               exclude: Sequence[np.ndarray]) -> list[SearchHit]:
+               exclude: Sequence[np.ndarray], allowed: np.ndarray | None = None,
+               allowed_of: np.ndarray | None = None) -> list[SearchHit]:
         """Top-n for a batch of requests in one decoding loop (or one scan).
 
         Args:
@@ -144,8 +145,13 @@ class Engine(Protocol):
             n: int64 ``[B]`` results wanted per request, ``1 <= n[b] <= beam[b]``.
             beam: int64 ``[B]`` beam width per request.
             exclude: per request int64 item indices never to return.
+            allowed: bool ``[M, n_items]`` the distinct include masks of the batch (filters),
+                or None: every item may be returned.
+            allowed_of: int64 ``[B]`` the mask row of each request (with ``allowed``).
         Returns:
-            one :class:`SearchHit` per request, in order.
+            one :class:`SearchHit` per request, in order; a filtered request gets
+            ``min(n, allowed items not excluded)`` items, the search is not cut short by
+            the filter.
         """
         ...
 

@@ -34,8 +34,9 @@ DECODER_OUTPUTS = ("child_logp",)
 PAD_BIAS = -1e9  # memory_bias at padded positions (the contract's "large negative")
 
 SearchFn = Callable[..., Any]
-"""``indexer.search.beam_search(tree, scorer, batch_size, beam_size, n, exclude)`` or a
-stand-in with its signature (the engine benchmark wraps it to time each decoder step)."""
+"""``indexer.search.beam_search(tree, scorer, batch_size, beam_size, n, exclude[, allowed,
+allowed_of])`` or a stand-in with its signature (the engine benchmark wraps it to time each
+decoder step); the masks are passed only for filtered batches."""
 
 
 class SeaterEngine(BundleEngine):
@@ -93,8 +94,13 @@ class SeaterEngine(BundleEngine):
         ]
 
     def search(self, states: Sequence[EncoderMemory], n: np.ndarray, beam: np.ndarray,
-               exclude: Sequence[np.ndarray]) -> list[SearchHit]:
-        """Re-pad the states into one batch, bind them once, beam-search with the decoder."""
+               exclude: Sequence[np.ndarray], allowed: np.ndarray | None = None,
+               allowed_of: np.ndarray | None = None) -> list[SearchHit]:
+        """Re-pad the states into one batch, bind them once, beam-search with the decoder.
+
+        Filter masks go into the search itself: subtrees without an allowed leaf are
+        pruned, so the beam is spent on items the request may get.
+        """
         batch = len(states)
         mem_k, mem_v, bias = self._repad(states)
         beam = np.clip(np.asarray(beam, np.int64), 1, self._info.n_items)
@@ -128,8 +134,9 @@ class SeaterEngine(BundleEngine):
             session.run_with_iobinding(binding)
             return binding.copy_outputs_to_cpu()[0]
 
+        masks = {} if allowed is None else {"allowed": allowed, "allowed_of": allowed_of}
         result = self._search_fn(self.tree, scorer, batch_size=batch, beam_size=beam, n=n,
-                                 exclude=exclude)
+                                 exclude=exclude, **masks)
         return self._hits(np.asarray(result.items), np.asarray(result.scores), n)
 
     def close(self) -> None:

@@ -88,3 +88,24 @@ def user_histories(tiny, count: int, seed: int = 0) -> list[list[int]]:
         end = int(rng.integers(2, max(3, min(len(seq), 20))))
         out.append([int(i) for i in seq[:end]])
     return out
+
+
+BRANDS = ("Acme", "Zed", "Nova")
+
+
+def with_metadata(tiny) -> dict:
+    """The tiny bundle's items.json as ``write_items`` writes it for data with an items file:
+    the synthetic "group > cluster" paths, "Sale" on every 5th item, and a brand."""
+    items = json.loads((tiny.path / ROOT_ITEMS).read_text())
+    cats = tiny.data.item_text.categories
+    items["categories"] = [[" > ".join(p) for p in cats[i]] + (["Sale"] if i % 5 == 0 else [])
+                           for i in range(len(items["ids"]))]
+    items["attributes"] = {"brand": [BRANDS[i % 3] for i in range(len(items["ids"]))]}
+    return items
+
+
+def export_with_items(tiny, root: Path, version: str, items: dict) -> Path:
+    """The tiny model exported again with another items.json (``export_bundle``)."""
+    from training.export import export_bundle
+
+    return export_bundle(tiny.model, tiny.tree, items, root, version, tiny.data.name)

@@ -95,3 +95,13 @@ def redis_prefix(redis_available: bool) -> Iterator[str]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture(scope="session")
+def meta_bundle(tiny_bundle, tmp_path_factory) -> Path:
+    """The tiny model exported again with item metadata (categories and a brand), as a run
+    trained with ``--items`` ships it."""
+    from tests.service.bundles import export_with_items, with_metadata
+
+    return export_with_items(tiny_bundle, tmp_path_factory.mktemp("meta"), "tiny-meta",
+                             with_metadata(tiny_bundle))

@@ -3,7 +3,8 @@
 Scores depend only on the (truncated) history, which travels through the encoder state
 (``memory_k[0, 0, :, 0]`` holds the item indices, exact in float16 below 2048), so a
 cached state must give the same answer as a fresh one. Only items below ``4 * beam`` are
-candidates, so the per-request beam visibly changes results. Every call is recorded.
+candidates, so the per-request beam visibly changes results. With ``metadata=True`` items
+carry categories and a brand, and filter masks are honoured. Every call is recorded.
 """
 
 from __future__ import annotations
@@ -29,6 +30,19 @@ def external_id(index: int) -> str:
     return str(1000 + index)
 
 
+BRANDS = ("Acme", "Zed", "Nova", "")  # '' = unknown, as the loader writes a missing value
+
+
+def fake_categories(index: int) -> list[str]:
+    """Item i: department i % 3, aisle i % 5 under it; every 7th item is also on sale."""
+    paths = [f"Dept {index % 3} > Aisle {index % 5}"]
+    return paths + ["Sale"] if index % 7 == 0 else paths
+
+
+def fake_brand(index: int) -> str:
+    return BRANDS[index % 4]
+
+
 class FakeEngine:
     def __init__(
         self,
@@ -41,18 +55,23 @@ class FakeEngine:
         encode_delay_s: float = 0.0,
         fail_search: bool = False,
         titles: bool = False,
+        metadata: bool = False,
     ) -> None:
         self._version = version
         self.n_items = n_items
         self.k = k
         self.depth = max(1, math.ceil(math.log(n_items, k)))
         ids = [external_id(i) for i in range(n_items)]
-        self._catalog = Catalog(ids, [f"title {i}" for i in range(n_items)] if titles else None)
+        self._catalog = Catalog(
+            ids, [f"title {i}" for i in range(n_items)] if titles else None,
+            [fake_categories(i) for i in range(n_items)] if metadata else None,
+            {"brand": [fake_brand(i) for i in range(n_items)]} if metadata else None)
         self.max_history = max_history
         self.search_delay_s = search_delay_s
         self.encode_delay_s = encode_delay_s
         self.fail_search = fail_search
         self.calls: list[tuple] = []
+        self.mask_rows: list[tuple[int, list[int]]] = []  # per filtered search: (M, allowed_of)
         self.closed = False
         self._lock = threading.Lock()
         self.in_flight = self.max_in_flight = 0  # concurrent search calls
@@ -106,9 +125,12 @@ class FakeEngine:
         return (-raw - 0.01).astype(np.float32)
 
     def search(self, states: Sequence[EncoderMemory], n: np.ndarray, beam: np.ndarray,
-               exclude: Sequence[np.ndarray]) -> list[SearchHit]:
+               exclude: Sequence[np.ndarray], allowed: np.ndarray | None = None,
+               allowed_of: np.ndarray | None = None) -> list[SearchHit]:
         with self._lock:
             self.calls.append(("search", len(states), n.tolist(), beam.tolist()))
+            if allowed is not None:
+                self.mask_rows.append((allowed.shape[0], allowed_of.tolist()))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         time.sleep(self.search_delay_s)
@@ -117,11 +139,13 @@ class FakeEngine:
         if self.fail_search:
             raise RuntimeError("fake decoder exploded")
         hits = []
-        for state, nb, wb, ex in zip(states, n, beam, exclude, strict=True):
+        for b, (state, nb, wb, ex) in enumerate(zip(states, n, beam, exclude, strict=True)):
             history = np.rint(state.memory_k[0, 0, :, 0]).astype(np.int64)
             s = self.scores(history)
             s[min(4 * int(wb), self.n_items) :] = -np.inf
             s[np.asarray(ex, np.int64)] = -np.inf
+            if allowed is not None:
+                s[~allowed[allowed_of[b]]] = -np.inf
             order = np.argsort(-s, kind="stable")[: int(nb)]
             order = order[np.isfinite(s[order])]
             hits.append(SearchHit(order.astype(np.int64), s[order], self.codes[order]))

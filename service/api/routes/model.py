@@ -1,11 +1,12 @@
-"""``GET /v1/model``: what is being served, on which device, under which limits."""
+"""``GET /v1/model``: what is being served, on which device, under which limits, and what
+it can filter on."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from service.api.deps import CacheDep, HolderDep, SettingsDep
-from service.schemas import ErrorResponse, ModelResponse
+from service.schemas import ErrorResponse, FilterNames, ModelResponse
 
 router = APIRouter(tags=["model"])
 
@@ -16,7 +17,9 @@ router = APIRouter(tags=["model"])
     responses={503: {"model": ErrorResponse, "description": "No model loaded."}},
 )
 async def model_info(holder: HolderDep, settings: SettingsDep, cache: CacheDep) -> ModelResponse:
-    info = holder.require().info.model_dump()
+    engine = holder.require()
+    info = engine.info.model_dump()
+    index = engine.catalog.filters
     limits = {
         "max_history_length": settings.max_history_length,
         "max_n": settings.max_n,
@@ -28,4 +31,5 @@ async def model_info(holder: HolderDep, settings: SettingsDep, cache: CacheDep) 
         "max_wait_ms": settings.max_wait_ms,
         "strict_ids": settings.strict_ids,
     }
-    return ModelResponse(**info, limits=limits, cache_backend=cache.backend)
+    filters = FilterNames(categories=index.has_categories, attributes=index.attribute_names)
+    return ModelResponse(**info, limits=limits, cache_backend=cache.backend, filters=filters)

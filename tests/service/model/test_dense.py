@@ -102,6 +102,26 @@ def test_dense_top_n_equals_sasrec_recommend(engine, sasrec_run, tiny_bundle):
         assert hit.codes.shape == (N, 0) and np.all(np.diff(hit.scores) <= 0)
 
 
+def test_filters_mask_the_scores_before_the_top_n(engine, tiny_bundle):
+    """Brute force: rank every allowed, unseen item by its dot product; a batch mixing two
+    masks and an unfiltered request (the all-true row) answers that, n items while n exist."""
+    rng = np.random.default_rng(2)
+    masks = np.stack([rng.random(90) < 0.3, np.arange(90) % 30 == 0, np.ones(90, bool)])
+    of = np.array([0, 1, 2, 0, 1])
+    seqs = tiny_bundle.data.sequences
+    histories = [np.asarray(seqs[u][:6]) for u in range(len(of))]
+    states = engine.encode(histories)
+    hits = engine.search(states, np.full(len(of), N), np.full(len(of), N), histories,
+                         allowed=masks, allowed_of=of)
+    table = np.load(engine.bundle.path / "item_emb.npy")
+    for hit, state, h, row in zip(hits, states, histories, of, strict=True):
+        scores = table @ state.vector
+        keep = [i for i in np.lexsort((np.arange(90), -scores)) if masks[row, i] and i not in h]
+        assert hit.items.tolist() == keep[:N]
+        assert len(hit.items) == min(N, len(keep))
+    assert len(hits[1].items) == 3 - len(set(histories[1].tolist()) & {0, 30, 60})
+
+
 def test_smoke_check_and_info(engine):
     smoke_check(engine)
     info = engine.info

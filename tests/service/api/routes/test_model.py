@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.service.conftest import running
-from tests.service.fakes import external_id
+from tests.service.fakes import FakeLoader, external_id
 
 pytestmark = pytest.mark.anyio
 
@@ -75,3 +75,24 @@ async def test_openapi_documents_examples_bounds_and_error_shapes(make_settings)
         "ErrorResponse"
     )
     assert {"/retrieve", "/v1/model", "/v2/health/live", "/v2/health/ready"} <= set(spec["paths"])
+
+
+async def test_openapi_documents_the_filters_with_examples(make_settings):
+    async with running(make_settings()) as client:
+        spec = (await client.get("/openapi.json")).json()
+    schemas = spec["components"]["schemas"]
+    filters = schemas["ItemFilters"]
+    assert "Beauty > Makeup > Lips" in filters["description"]  # the prefix rule, spelled out
+    assert {"categories": ["Beauty > Makeup"]} in filters["examples"]
+    assert filters["properties"]["attributes"]["description"]
+    assert any("filters" in e for e in schemas["RetrieveRequest"]["examples"])
+    assert schemas["ModelResponse"]["properties"]["filters"]["$ref"].endswith("FilterNames")
+
+
+async def test_the_model_route_says_what_the_model_can_filter_on(make_settings):
+    async with running(make_settings(), FakeLoader(metadata=True)) as client:
+        meta = (await client.get("/v1/model")).json()
+    async with running(make_settings()) as client:
+        bare = (await client.get("/v1/model")).json()
+    assert meta["filters"] == {"categories": True, "attributes": ["brand"]}
+    assert bare["filters"] == {"categories": False, "attributes": []}

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from tests.service.conftest import metric, running
-from tests.service.fakes import FakeEngine, FakeLoader, external_id
+from tests.service.fakes import (
+    FakeEngine,
+    FakeLoader,
+    external_id,
+    fake_brand,
+    fake_categories,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -120,6 +126,64 @@ async def test_history_of_only_unknown_ids_is_a_422(make_settings):
     assert "'1002'" not in message
 
 
+def allowed_fake(index: int, categories=(), brands=None) -> bool:
+    """The filter rule for the fake catalogue (tests.service.fakes), written out."""
+    paths = [p.split(" > ") for p in fake_categories(index)]
+    ok = not categories or any(p[: len(c.split(" > "))] == c.split(" > ")
+                               for p in paths for c in categories)
+    return ok and (brands is None or fake_brand(index) in brands)
+
+
+async def test_filters_select_by_category_prefix_and_attribute_values(make_settings):
+    cats, brands = ["Dept 1", "Sale"], ["Acme", "Zed"]
+    body = {"history": HISTORY, "n": 40, "beam_size": 300,
+            "filters": {"categories": cats, "attributes": {"brand": brands}}}
+    async with running(make_settings(max_n=300, max_beam=300), FakeLoader(metadata=True)) as c:
+        r = await c.post("/retrieve", json=body)
+        every = await c.post("/retrieve", json={**body, "n": 300})
+        empty = await c.post("/retrieve", json={**body, "filters": {}})
+        plain = await c.post("/retrieve", json={"history": HISTORY, "n": 300, "beam_size": 300})
+    assert r.status_code == 200, r.text
+    ids = [i["id"] for i in r.json()["items"]]
+    index = {external_id(i): i for i in range(300)}
+    assert len(ids) == 40 and all(allowed_fake(index[i], cats, brands) for i in ids)
+    want = {external_id(i) for i in range(300) if allowed_fake(i, cats, brands)} - set(HISTORY)
+    assert {i["id"] for i in every.json()["items"]} == want
+    assert empty.json()["items"] == plain.json()["items"][:40]  # empty filters: no filter
+    # the filtered answer is the unfiltered ranking with the others left out
+    assert ids == [i["id"] for i in plain.json()["items"] if i["id"] in want][:40]
+
+
+async def test_filters_on_missing_metadata_are_422s_naming_what_exists(make_settings):
+    async with running(make_settings(), FakeLoader(metadata=True)) as client:
+        size = await client.post("/retrieve", json={
+            "history": HISTORY, "filters": {"attributes": {"size": ["M"], "brand": ["Zed"]}}})
+    async with running(make_settings()) as client:  # a catalogue without metadata
+        cats = await client.post("/retrieve", json={
+            "history": HISTORY, "filters": {"categories": ["Dept 1"]}})
+    assert size.status_code == 422, size.text
+    assert size.json()["details"][0]["loc"] == "body.filters.attributes.size"
+    assert "'size'" in size.json()["message"] and "'brand'" in size.json()["message"]
+    assert cats.status_code == 422 and "no categories" in cats.json()["message"]
+    assert "(model v1)" in cats.json()["message"]
+
+
+async def test_a_micro_batch_gets_one_mask_row_per_distinct_filter(make_settings):
+    loader = FakeLoader(metadata=True, search_delay_s=0.05)
+    f1 = {"categories": ["Dept 0"]}
+    f2 = {"attributes": {"brand": ["Nova"]}}
+    bodies = [{"history": HISTORY, "n": 5}, {"history": HISTORY, "n": 5, "filters": f1},
+              {"history": HISTORY, "n": 5, "filters": f2},
+              {"history": HISTORY[:2], "n": 3, "filters": {"categories": [" Dept 0 "]}}]
+    async with running(make_settings(max_wait_ms=50), loader) as client:
+        solo = [await client.post("/retrieve", json=b) for b in bodies]
+        loader.engines[0].mask_rows.clear()
+        together = await asyncio.gather(*(client.post("/retrieve", json=b) for b in bodies))
+    assert [r.json()["items"] for r in together] == [r.json()["items"] for r in solo]
+    # all-true row for the unfiltered request, one row per distinct filter (spacing aside)
+    assert loader.engines[0].mask_rows == [(3, [0, 1, 2, 1])]
+
+
 MALFORMED = [
     ({}, "body.history: Field required"),
     ({"history": []}, "body.history: List should have at least 1 item"),
@@ -132,6 +196,14 @@ MALFORMED = [
     ({"history": HISTORY, "beam": 10}, "body.beam: Extra inputs are not permitted"),
     ({"history": HISTORY, "exclude_seen": "maybe"}, "body.exclude_seen: Input should be a valid"),
     ([1, 2], "body: Input should be a valid dictionary"),
+    ({"history": HISTORY, "filters": {"brand": ["x"]}},
+     "body.filters.brand: Extra inputs are not permitted"),
+    ({"history": HISTORY, "filters": {"attributes": {"brand": []}}},
+     "body.filters.attributes.brand: List should have at least 1 item"),
+    ({"history": HISTORY, "filters": {"categories": "Dept 1"}},
+     "body.filters.categories: Input should be a valid list"),
+    ({"history": HISTORY, "filters": {"categories": [" > "]}},
+     "body.filters.categories: category path ' > ' names no level"),
 ]
 
 
