@@ -21,7 +21,9 @@ class Recommender(Protocol):
     def recommend(self, histories: Sequences, k: int, exclude: Sequences | None) -> np.ndarray:
         """Top-``k`` item indices per history, best first (-1 for empty slots).
 
-        Shape: histories has B rows -> int64 [B, k].
+        Equal scores go in a seeded random order (``training.metrics.topk_indices``), so
+        a model that cannot tell items apart is credited with chance, not with a bias
+        towards low item indices. Shape: histories has B rows -> int64 [B, k].
         """
         ...
 

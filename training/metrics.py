@@ -102,11 +102,14 @@ def per_user_metrics(
     }
 
 
-def topk_indices(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` best scores per row, best first; ties go to the lower index.
+def topk_indices(scores: np.ndarray, k: int, tie_seed: int | None = 0) -> np.ndarray:
+    """Indices of the ``k`` best scores per row, best first; equal scores in random order.
 
-    A deterministic tie rule matters for evaluation: a model that scores many items
-    equally (e.g. an untrained one) must not get lucky from sort instability.
+    The tie rule decides what a model that scores many items equally (an untrained or
+    collapsed one) is credited with. Ties go to a seeded random order, so such a model
+    gets chance-level metrics and the same scores always give the same answer. Sending
+    them to the lower index instead (``tie_seed=None``, the service's deterministic rule)
+    favours low item indices, which the S3Rec files give to the earliest-seen items.
     Shape: scores float [U, N] -> int64 [U, min(k, N)].
     """
     scores = np.asarray(scores)
@@ -118,8 +121,29 @@ def topk_indices(scores: np.ndarray, k: int) -> np.ndarray:
     greater = scores > kth
     ties = scores == kth
     room = k - greater.sum(axis=1, keepdims=True)
-    take = greater | (ties & (np.cumsum(ties, axis=1) <= room))
+    rng = None if tie_seed is None else np.random.default_rng(tie_seed)
+    take = greater | _pick_ties(ties, room, rng)
     cols = np.nonzero(take)[1].reshape(n_rows, k)  # row-major: ascending index per row
     vals = np.take_along_axis(scores, cols, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
+    if rng is None:
+        order = np.argsort(-vals, axis=1, kind="stable")
+    else:  # equal scores inside the list in random order too
+        order = np.lexsort((rng.random(vals.shape), -vals), axis=1)
     return np.take_along_axis(cols, order, axis=1).astype(np.int64)
+
+
+def _pick_ties(ties: np.ndarray, room: np.ndarray, rng: np.random.Generator | None
+               ) -> np.ndarray:
+    """``room`` of each row's tied entries: the lowest indices, or a random choice.
+
+    Shape: ties bool [U, N]; room int [U, 1] -> bool [U, N]."""
+    if rng is None:
+        return ties & (np.cumsum(ties, axis=1) <= room)
+    rows, cols = np.nonzero(ties)  # sparse: trained scores tie only at the k-th value
+    order = np.lexsort((rng.random(rows.size), rows))  # by row, random inside a row
+    rows, cols = rows[order], cols[order]
+    rank = np.arange(rows.size) - np.searchsorted(rows, rows, side="left")
+    keep = rank < room[rows, 0]
+    picked = np.zeros_like(ties)
+    picked[rows[keep], cols[keep]] = True
+    return picked
