@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from training.layers import SequenceEncoder
+from training.seater.encoder import TransformerEncoder
 
 NEG = -1e9  # finite "minus infinity": fully masked rows stay NaN-free in ONNX Runtime too
 
@@ -32,7 +34,10 @@ class SeaterParams:
     """Architecture (paper setting: d=64, 1 encoder + 1 decoder layer, 2 heads).
 
     The encoder is SASRec's stack (causal by default, one head) so a trained SASRec can
-    initialise it; the paper's bidirectional encoder is ``encoder_causal=False``.
+    initialise it; the paper's bidirectional encoder is ``encoder_causal=False``, and
+    ``encoder_block="transformer"`` is the reference code's post-LN GELU layer
+    (``seater.encoder``). The defaults are the project's; ``training.seater.presets``
+    holds the reference configuration (``docs/seater_reference.md``).
     """
 
     max_len: int = 50
@@ -45,14 +50,41 @@ class SeaterParams:
     enc_ff_mult: int = 1
     dec_ff_mult: int = 4
     encoder_causal: bool = True
+    encoder_block: Literal["sasrec", "transformer"] = "sasrec"
+    # token embeddings times sqrt(d) before positions are added (encoder and decoder);
+    # the reference adds N(0, 1) embeddings unscaled (scale_input=False, emb_init_std=1)
+    scale_input: bool = True
+    emb_init_std: float = 0.0  # 0: d**-0.5
+    # ranking score inputs: a Linear(d, d) on encoder and on decoder states before the
+    # mean pooling (the reference's encode_linaer / decode_linear), W_s initialisation
+    rank_heads: bool = False
+    rank_w_init: Literal["eye_over_d", "xavier"] = "eye_over_d"
+    # one decoder dropout mask for the positive and its negatives (see row_dropout); the
+    # reference draws them independently
+    dec_dropout_shared_rows: bool = False
+
+
+def row_dropout(drop: nn.Dropout, x: torch.Tensor, shared_rows: bool) -> torch.Tensor:
+    """Dropout on decoder activations; with ``shared_rows`` the W rows of an example (the
+    positive and its ranking negatives) get the same mask, so their scores differ only
+    by what their paths differ in, not by independent noise that drowns it.
+
+    Shape: x [B, W, t, d] -> [B, W, t, d].
+    """
+    if not (shared_rows and drop.training and drop.p > 0):
+        return drop(x)
+    keep = torch.empty_like(x[:, :1]).bernoulli_(1 - drop.p)  # (B, 1, t, d)
+    return x * keep / (1 - drop.p)
 
 
 class DecoderLayer(nn.Module):
     """Pre-LN: causal self-attention over the prefix, cross-attention, feed-forward."""
 
-    def __init__(self, d: int, n_heads: int, ff_mult: int, dropout: float) -> None:
+    def __init__(self, d: int, n_heads: int, ff_mult: int, dropout: float,
+                 shared_rows: bool = False) -> None:
         super().__init__()
         self.n_heads = n_heads
+        self.shared_rows = shared_rows
         self.ln_self = nn.LayerNorm(d)
         self.self_qkv = nn.Linear(d, 3 * d)
         self.self_out = nn.Linear(d, d)
@@ -101,7 +133,8 @@ class DecoderLayer(nn.Module):
             causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
             scores = scores.masked_fill(~causal, NEG)
         att = torch.softmax(scores, dim=-1) @ v  # (B, W, h, tq, dh)
-        return x + self.drop(self.self_out(att.transpose(2, 3).reshape(b, w, tq, d)))
+        out = self.self_out(att.transpose(2, 3).reshape(b, w, tq, d))
+        return x + row_dropout(self.drop, out, self.shared_rows)
 
     def attend_prefix_last(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """``self_block(last_only=True)`` over distinct tokens: the inference fast path.
@@ -141,9 +174,15 @@ class DecoderLayer(nn.Module):
         logits = qc @ mem_k.transpose(-1, -2) / math.sqrt(dh)  # (B, h, W*t, T)
         probs = torch.softmax(logits + mem_bias[:, None, None, :], dim=-1)
         ctx = (probs @ mem_v).transpose(1, 2).reshape(b * w * t, d)
-        flat = flat + self.drop(self.cross_out(ctx))
-        flat = flat + self.drop(self.ff(self.ln_ff(flat)))
+        flat = flat + self._drop(self.cross_out(ctx), b, w, t)
+        flat = flat + self._drop(self.ff(self.ln_ff(flat)), b, w, t)
         return flat.reshape(b, w, t, d)
+
+    def _drop(self, flat: torch.Tensor, b: int, w: int, t: int) -> torch.Tensor:
+        """``row_dropout`` on rows kept 2-D. Shape: [B*W*t, d] -> [B*W*t, d]."""
+        if not self.shared_rows:
+            return self.drop(flat)
+        return row_dropout(self.drop, flat.reshape(b, w, t, -1), True).reshape(flat.shape)
 
 
 def dedupe(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,18 +212,33 @@ class Seater(nn.Module):
         self.root_id = root  # the start token of every identifier
         d = p.d_model
         self.node_emb = nn.Embedding(n_nodes, d)
-        nn.init.normal_(self.node_emb.weight, std=d**-0.5)
-        self.encoder = SequenceEncoder(d, p.enc_layers, p.enc_heads, p.dropout, p.max_len,
-                                       causal=p.encoder_causal, ff_mult=p.enc_ff_mult)
+        nn.init.normal_(self.node_emb.weight, std=p.emb_init_std or d**-0.5)
+        self.in_scale = math.sqrt(d) if p.scale_input else 1.0
+        if p.encoder_block == "transformer":
+            self.encoder: nn.Module = TransformerEncoder(
+                d, p.enc_layers, p.enc_heads, p.dropout, p.max_len, causal=p.encoder_causal,
+                ff_mult=p.enc_ff_mult, scale_input=p.scale_input)
+        else:
+            self.encoder = SequenceEncoder(d, p.enc_layers, p.enc_heads, p.dropout, p.max_len,
+                                           causal=p.encoder_causal, ff_mult=p.enc_ff_mult,
+                                           scale_input=p.scale_input)
         self.dec_pos = nn.Embedding(max_depth + 1, d)
         self.dec_drop = nn.Dropout(p.dropout)
         self.layers = nn.ModuleList(
-            DecoderLayer(d, p.n_heads, p.dec_ff_mult, p.dropout) for _ in range(p.dec_layers)
+            DecoderLayer(d, p.n_heads, p.dec_ff_mult, p.dropout, p.dec_dropout_shared_rows)
+            for _ in range(p.dec_layers)
         )
         self.ln_out = nn.LayerNorm(d)
-        # W_s of the ranking score σ(pᵀ W_s q). Scaled by 1/d: with the identity, pᵀq of
-        # the pooled states is ~30-250 on Beauty, σ saturates and the loss has no gradient.
-        self.rank_w = nn.Parameter(torch.eye(d) / d)
+        # W_s of the ranking score σ(pᵀ W_s q). I/d: with the identity, pᵀq of pooled
+        # states is tens, σ saturates and the loss has no gradient. Xavier is the
+        # reference's; it starts the logits wide (docs/seater_reference.md).
+        if p.rank_w_init == "xavier":
+            w = nn.init.xavier_normal_(torch.empty(d, d))
+        else:
+            w = torch.eye(d) / d
+        self.rank_w = nn.Parameter(w)
+        self.rank_enc = nn.Linear(d, d) if p.rank_heads else None
+        self.rank_dec = nn.Linear(d, d) if p.rank_heads else None
 
     # ----------------------------------------------------------------- encoder
     def encode(self, history: torch.Tensor, node_emb: torch.Tensor | None = None
@@ -218,8 +272,9 @@ class Seater(nn.Module):
             h, _, _ = self._decode_last(prefix, mem_k, mem_v, mem_bias, table)
             return h.reshape(*prefix.shape[:2], 1, -1)
         t = prefix.shape[-1]
-        x = F.embedding(prefix.clamp(min=0), table) * math.sqrt(self.p.d_model)
-        x = self.dec_drop(x + self.dec_pos(torch.arange(t, device=prefix.device)))
+        x = F.embedding(prefix.clamp(min=0), table) * self.in_scale
+        x = row_dropout(self.dec_drop, x + self.dec_pos(torch.arange(t, device=prefix.device)),
+                        self.p.dec_dropout_shared_rows)
         for i, layer in enumerate(self.layers):
             last = last_only and i == len(self.layers) - 1
             x = layer(x, mem_k[i], mem_v[i], mem_bias, last)
@@ -247,7 +302,7 @@ class Seater(nn.Module):
         pos = torch.arange(t, device=rows.device).expand(paths.shape[0], t)
         keys = (paths * t + pos).reshape(-1)  # (U*t,) one key per (node, position)
         tok_reps, tok_inverse = dedupe(keys)  # (V,), (U*t,)
-        x = F.embedding(paths.reshape(-1).index_select(0, tok_reps), table) * math.sqrt(d)
+        x = F.embedding(paths.reshape(-1).index_select(0, tok_reps), table) * self.in_scale
         x = self.dec_drop(x + self.dec_pos(pos.reshape(-1).index_select(0, tok_reps)))
         x = self.layers[0].attend_prefix_last(x, tok_inverse.reshape(-1, t))  # (U, d)
         x = F.embedding(inverse, x).reshape(b, w, 1, d)  # back to rows
@@ -298,13 +353,13 @@ class Seater(nn.Module):
 
     # ----------------------------------------------------------------- training
     def forward(self, history: torch.Tensor, paths: torch.Tensor, children: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Teacher-forced pass over the positive path (row 0) and ranking negatives.
 
         Shape: history [B, T]; paths int64 [B, W, L] node paths below the root (-1 padded);
         children [n_nodes, k].
-        Returns child logits of row 0 [B, L, k], decoder states [B, W, L, d], encoder
-        states [B, T, d] and the history mask [B, T].
+        Returns child logits of row 0 [B, L, k] and the ranking score's inputs: pooled
+        encoder states z_x [B, d] and pooled decoder states of every row z_y [B, W, d].
         """
         states, real = self.encode(history)
         mem_k, mem_v, bias = self.memory(states, real)
@@ -313,4 +368,22 @@ class Seater(nn.Module):
         prefix = torch.cat([root, paths[:, :, :-1]], dim=-1)  # (B, W, L)
         dec = self.decode(prefix, mem_k, mem_v, bias)
         logits = self.child_logits(dec[:, 0], prefix[:, 0], children)
-        return logits, dec, states, real
+        z_x, z_y = self.rank_inputs(states, real, dec, paths >= 0)
+        return logits, z_x, z_y
+
+    def rank_inputs(self, states: torch.Tensor, real: torch.Tensor, dec: torch.Tensor,
+                    dec_real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean-pooled encoder and decoder states (eq. 7), through the heads if any.
+
+        A head applied after the mean equals the reference's head before it (the mean
+        of affine maps is the affine map of the mean) and costs W times less.
+        Shape: states [B, T, d]; real bool [B, T]; dec [B, W, L, d]; dec_real bool
+        [B, W, L] -> z_x [B, d], z_y [B, W, d].
+        """
+        m = real.unsqueeze(-1).to(states.dtype)
+        z_x = (states * m).sum(1) / m.sum(1).clamp(min=1)
+        pm = dec_real.unsqueeze(-1).to(dec.dtype)
+        z_y = (dec * pm).sum(2) / pm.sum(2).clamp(min=1)
+        if self.rank_enc is not None and self.rank_dec is not None:
+            z_x, z_y = self.rank_enc(z_x), self.rank_dec(z_y)
+        return z_x, z_y

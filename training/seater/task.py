@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -11,6 +12,9 @@ import torch
 from indexer import IdTree, beam_search
 from training.data.sequences import Sequences
 from training.seater.losses import (
+    GenReduction,
+    RankForm,
+    RankNegatives,
     alignment_loss,
     generation_loss,
     ranking_loss,
@@ -23,7 +27,10 @@ from training.seater.model import Seater
 class LossConfig:
     """Weights of eq. 9 and the knobs of the two contrastive tasks.
 
-    The paper searches λ_a, λ_r in [0.01, 0.09], β in {1e-2, 1e-3, 1e-4}, q = 4.
+    The paper searches λ_a, λ_r in [0.01, 0.09], β in {1e-2, 1e-3, 1e-4}, q = 4. A
+    weight of 0 switches a loss off without changing anything else a run draws or
+    computes: the negatives are still sampled and decoded (``n_rank_negatives`` = 0
+    skips them, for a cheaper run that is no ablation arm).
     """
 
     lambda_align: float = 0.05
@@ -34,6 +41,19 @@ class LossConfig:
     rank_negatives_pairs: bool = True
     rank_cosine_scale: float = 0.0  # 0: the paper's σ(pᵀW q); > 0: see ranking_loss
     generation: bool = True
+    gen_reduction: GenReduction = "levels"
+    align_mask_children: bool = True
+    rank_form: RankForm = "sum"
+    rank_negatives: RankNegatives = "levels"
+
+
+class SeaterBatch(NamedTuple):
+    """Example indices, and the seed of the batch's own sampling stream (ranking
+    negatives): derived from the epoch and the batch's position, so whether a loss
+    draws from it, or which process takes the batch, changes no other batch."""
+
+    idx: np.ndarray
+    seed: tuple[int, int]
 
 
 class SeaterTask:
@@ -71,26 +91,30 @@ class SeaterTask:
     def n_batches(self, batch_size: int) -> int:
         return -(-self.ex_row.size // batch_size)
 
-    def examples_in(self, batch: tuple[np.ndarray, np.random.Generator]) -> int:
-        return len(batch[0])
+    def examples_in(self, batch: SeaterBatch) -> int:
+        return len(batch.idx)
 
-    def batches(self, rng: np.random.Generator, batch_size: int
-                ) -> Iterator[tuple[np.ndarray, np.random.Generator]]:
+    def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[SeaterBatch]:
         """Shuffled; with ``bucket``, examples of similar history length share a batch
         (sorted inside shuffled chunks of 64 batches, batch order shuffled again), so a
         batch is padded to ~its own length instead of the longest history (5x faster on
-        Beauty, where most prefixes are a few items long)."""
+        Beauty, where most prefixes are a few items long).
+
+        ``rng`` is the shuffle's alone: one draw per epoch seeds the batches' sampling
+        streams, and nothing else takes from it."""
+        epoch_key = int(rng.integers(2**63))
         order = rng.permutation(self.ex_row.size)
         if not self.bucket:
-            for i in range(0, order.size, batch_size):
-                yield order[i : i + batch_size], rng
+            groups = [order[i : i + batch_size] for i in range(0, order.size, batch_size)]
+            for i, g in enumerate(groups):
+                yield SeaterBatch(g, (epoch_key, i))
             return
         chunk = batch_size * 64
         parts = [order[i : i + chunk] for i in range(0, order.size, chunk)]
         order = np.concatenate([p[np.argsort(self.ex_len[p], kind="stable")] for p in parts])
         groups = [order[i : i + batch_size] for i in range(0, order.size, batch_size)]
-        for g in rng.permutation(len(groups)):
-            yield groups[g], rng
+        for i, g in enumerate(rng.permutation(len(groups))):
+            yield SeaterBatch(groups[g], (epoch_key, i))
 
     def history_tokens(self, histories: Sequences) -> np.ndarray:
         """Most recent ``max_len`` items as leaf node ids, left-padded with -1. [B, T]."""
@@ -98,45 +122,46 @@ class SeaterTask:
         tokens = Sequences(h.offsets, self.item_leaf[h.values])
         return tokens.to_padded(pad=-1)
 
-    def loss(self, batch: tuple[np.ndarray, np.random.Generator]
-             ) -> tuple[torch.Tensor, dict[str, float]]:
-        idx, rng = batch
+    def loss(self, batch: SeaterBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Eq. 9. Every part is computed whatever its weight, so arms of an ablation see
+        the same batches, negatives and dropout masks and differ only in the gradient."""
+        idx = batch.idx
         cfg = self.losses
         hist = self.train.take(self.ex_row[idx]).head(self.ex_pos[idx])
         targets = self.ex_target[idx]
-        q = cfg.n_rank_negatives if cfg.lambda_rank > 0 else 0
+        q = cfg.n_rank_negatives
         cand = targets[:, None]
-        shared = np.full((idx.size, 1), self.tree.max_depth, np.int64)
-        shared[:, 0] = (self.paths[targets] >= 0).sum(1)
+        shared = (self.paths[targets] >= 0).sum(1, keepdims=True).astype(np.int64)
         if q:
-            neg, neg_shared = sample_negatives(self.tree, targets, q, rng)
+            rng = np.random.default_rng(batch.seed)
+            neg, neg_shared = sample_negatives(self.tree, targets, q, rng, cfg.rank_negatives)
             cand = np.concatenate([cand, np.maximum(neg, 0)], axis=1)
             shared = np.concatenate([shared, neg_shared], axis=1)
         dev = self.device
         history = torch.from_numpy(self.history_tokens(hist)).to(dev)
         paths = torch.from_numpy(self.paths[cand]).to(dev)  # (B, W, L)
-        logits, dec, states, real = self.module(history, paths, self.children)
-        parts: dict[str, torch.Tensor] = {}
+        logits, z_x, z_y = self.module(history, paths, self.children)
         slots = torch.from_numpy(self.slots[targets]).to(dev)
-        parts["gen"] = generation_loss(logits, slots)
-        total = parts["gen"] if cfg.generation else parts["gen"] * 0.0
-        if cfg.lambda_align > 0:
-            flat = paths[:, 0].flatten()
-            root = torch.tensor([self.tree.root], device=dev)
-            tokens = torch.unique(torch.cat([root, flat[flat >= 0]]))
-            parts["align"] = alignment_loss(self.model.node_emb.weight, tokens, self.parent,
-                                            cfg.tau)
-            total = total + cfg.lambda_align * parts["align"]
+        parts: dict[str, torch.Tensor] = {"gen": generation_loss(logits, slots, cfg.gen_reduction)}
+        flat = paths[:, 0].flatten()
+        root = torch.tensor([self.tree.root], device=dev)
+        tokens = torch.unique(torch.cat([root, flat[flat >= 0]]))
+        parts["align"] = alignment_loss(self.model.node_emb.weight, tokens, self.parent,
+                                        cfg.tau, cfg.align_mask_children)
+        total = (parts["gen"] if cfg.generation else parts["gen"] * 0.0) \
+            + cfg.lambda_align * parts["align"]
         if q:
-            m = real.unsqueeze(-1).to(states.dtype)
-            z_x = (states * m).sum(1) / m.sum(1).clamp(min=1)
-            pm = (paths >= 0).unsqueeze(-1).to(dec.dtype)
-            z_y = (dec * pm).sum(2) / pm.sum(2).clamp(min=1)
             parts["rank"] = ranking_loss(z_x, z_y, torch.from_numpy(shared).to(dev),
                                          self.model.rank_w, cfg.beta, cfg.rank_negatives_pairs,
-                                         cfg.rank_cosine_scale)
+                                         cfg.rank_cosine_scale, cfg.rank_form)
             total = total + cfg.lambda_rank * parts["rank"]
         logs = {k: float(v.detach()) for k, v in parts.items()}
+        if q:  # the ranking loss when all scores are equal: what an inert one stays at
+            with torch.no_grad():
+                logs["rank_equal"] = float(ranking_loss(
+                    torch.zeros_like(z_x), z_y, torch.from_numpy(shared).to(dev),
+                    self.model.rank_w, cfg.beta, cfg.rank_negatives_pairs,
+                    cfg.rank_cosine_scale, cfg.rank_form))
         logs["total"] = float(total.detach())
         return total, logs
 
