@@ -354,6 +354,70 @@ def serve(
         ["--artifacts", str(artifacts), "--host", host, "--port", str(port)])
 
 
+@app.command("recommend")
+def recommend(
+    out: Annotated[Path, typer.Option(
+        "--out", help="recs.parquet (columns user, rank, item, score, and title when the "
+        "bundle has titles) or recs.jsonl (one object per user).")],
+    bundle: Annotated[Path, typer.Option(
+        "--bundle", help="Bundle folder written by `seater export`; the default follows "
+        "the latest export.")] = Path("artifacts/current"),
+    users: Annotated[str | None, typer.Option(
+        "--users", help="A log of the users to recommend for, in the --dataset file "
+        "formats and column options; each user's history is their interactions in time "
+        "order (users with one event are kept unless --min-interactions says otherwise).")
+    ] = None,
+    dataset: DatasetOpt = None,
+    user_col: UserColOpt = None,
+    item_col: ItemColOpt = None,
+    time_col: TimeColOpt = None,
+    items: ItemsOpt = None,
+    min_interactions: MinInteractionsOpt = None,
+    n: Annotated[int, typer.Option("--n", "-n", help="Items per user.")] = 10,
+    beam: Annotated[int, typer.Option("--beam", help="Beam size (>= --n).")] = 50,
+    filters: Annotated[str | None, typer.Option(
+        "--filters", help='Include filters as JSON, as POST /retrieve takes them, e.g. '
+        '\'{"categories": ["Beauty > Makeup"], "attributes": {"brand": ["Acme"]}}\'.')
+    ] = None,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", help="Users per micro-batch (one encoder call, one beam search).")
+    ] = 64,
+    threads: Annotated[int, typer.Option(
+        "--threads", help="ONNX Runtime threads per graph call (0 = one per core; 1 also "
+        "runs one batch at a time).")] = 0,
+    exclude_seen: Annotated[bool, typer.Option(
+        "--exclude-seen/--keep-seen", help="Leave each user's history out of their "
+        "recommendations.")] = True,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Top-n for every user of a log or dataset with the service's own engine and
+    micro-batching, to Parquet or JSONL; prints the output path and a one-line summary."""
+    import importlib
+
+    from training.data import load_dataset
+
+    setup_logging(verbose)
+    if (users is None) == (dataset is None):
+        fail("give exactly one of --users FILE (a log of the users to recommend for) or "
+             "--dataset D (every user of a dataset, each with their full sequence)")
+    # The service is reached by module name: training never imports service code.
+    offline = importlib.import_module("service.offline")
+    try:
+        job = offline.Recommender.open(offline.OfflineConfig(
+            bundle=bundle, out=out, n=n, beam=beam, filters=filters, batch_size=batch_size,
+            threads=threads, exclude_seen=exclude_seen))
+        floor = min_interactions if min_interactions is not None or dataset else 1
+        opts = data_options(user_col, item_col, time_col, items, floor)
+        data = load_dataset(dataset or users or "", opts)
+        ids = data.item_ids.astype(str)
+        summary = job.run(data.user_ids.astype(str).tolist(),
+                          [ids[seq].tolist() for seq in data.sequences])
+    except USER_ERRORS as e:
+        fail(e)
+    typer.echo(str(out))
+    typer.echo(summary.line())
+
+
 @app.command("demo")
 def demo(
     dataset: Annotated[str, typer.Option(

@@ -118,11 +118,13 @@ class FilterIndex:
                               f"categories column); {self._attributes_hint()}")
         unknown = [name for name, _ in item_filter.attributes if name not in self._by_value]
         if unknown:
-            cats = ("categories" if self.has_categories else "no categories")
+            also = "; they also have categories" if self.has_categories else ""
+            what = (f"no attribute(s) {', '.join(repr(u) for u in unknown)}; "
+                    f"{self._attributes_hint()}" if self._by_value else
+                    "no attributes (its items.json carries none: train with --items FILE "
+                    "holding attribute columns)")
             raise FilterError(f"attributes.{unknown[0]}",
-                              f"this model's items have no attribute(s) "
-                              f"{', '.join(repr(u) for u in unknown)}; "
-                              f"{self._attributes_hint()} (and {cats})")
+                              f"this model's items have {what}{also}")
 
     def _attributes_hint(self) -> str:
         names = self.attribute_names

@@ -78,6 +78,10 @@ def test_unknown_names_are_refused_with_the_names_that_exist(index):
     with pytest.raises(FilterError, match="no categories.*--items.*no attributes either") as e:
         bare.mask(ItemFilter.of(["Beauty"]))
     assert e.value.field == "categories"
+    with pytest.raises(FilterError, match=r"no attributes \(.*--items.*\)$"):
+        bare.mask(ItemFilter.of(attributes={"brand": ["Zed"]}))
+    with pytest.raises(FilterError, match="no attributes .*; they also have categories"):
+        FilterIndex(6, CATEGORIES).mask(ItemFilter.of(attributes={"brand": ["Zed"]}))
     only_attrs = FilterIndex(6, None, {"brand": BRAND})
     with pytest.raises(FilterError, match="the attributes they have: 'brand'"):
         only_attrs.mask(ItemFilter.of(["Beauty"]))
