@@ -54,6 +54,10 @@ class SeaterParams:
     # token embeddings times sqrt(d) before positions are added (encoder and decoder);
     # the reference adds N(0, 1) embeddings unscaled (scale_input=False, emb_init_std=1)
     scale_input: bool = True
+    # False: left padding stays visible to the encoder's attention as zero vectors, as in
+    # a RecTools-style SASRec whose encoder initialises this one (the history is then
+    # padded to max_len inside ``encode``, so states never depend on a batch's padding)
+    mask_padded_keys: bool = True
     emb_init_std: float = 0.0  # 0: d**-0.5
     # ranking score inputs: a Linear(d, d) on encoder and on decoder states before the
     # mean pooling (the reference's encode_linaer / decode_linear), W_s initialisation
@@ -215,13 +219,17 @@ class Seater(nn.Module):
         nn.init.normal_(self.node_emb.weight, std=p.emb_init_std or d**-0.5)
         self.in_scale = math.sqrt(d) if p.scale_input else 1.0
         if p.encoder_block == "transformer":
+            if not p.mask_padded_keys:
+                raise ValueError("model.mask_padded_keys=false needs the SASRec encoder block "
+                                 "(model.encoder_block=sasrec)")
             self.encoder: nn.Module = TransformerEncoder(
                 d, p.enc_layers, p.enc_heads, p.dropout, p.max_len, causal=p.encoder_causal,
                 ff_mult=p.enc_ff_mult, scale_input=p.scale_input)
         else:
             self.encoder = SequenceEncoder(d, p.enc_layers, p.enc_heads, p.dropout, p.max_len,
                                            causal=p.encoder_causal, ff_mult=p.enc_ff_mult,
-                                           scale_input=p.scale_input)
+                                           scale_input=p.scale_input,
+                                           mask_padded_keys=p.mask_padded_keys)
         self.dec_pos = nn.Embedding(max_depth + 1, d)
         self.dec_drop = nn.Dropout(p.dropout)
         self.layers = nn.ModuleList(
@@ -246,9 +254,12 @@ class Seater(nn.Module):
         """Shape: history int64 [B, T] leaf node ids, -1 = padding -> states [B, T, d],
         real bool [B, T]."""
         table = self.node_emb.weight if node_emb is None else node_emb
+        t = history.shape[1]
+        if not self.p.mask_padded_keys:
+            history = F.pad(history, (self.p.max_len - t, 0), value=-1)
         real = history >= 0
         states = self.encoder(F.embedding(history.clamp(min=0), table), real)
-        return states, real
+        return states[:, -t:], real[:, -t:]
 
     def memory(self, states: torch.Tensor, real: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
