@@ -76,6 +76,26 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
         "ablate-random-tree": ["--ids", "random"],
         **{f"ablate-k{k}": ["-k", str(k)] for k in (4, 8, 32)},
     }.items()},
+    # --- the authors' configuration (docs/seater_reference.md), beside the default preset
+    "seater-beauty-reference": ("reference", [*SEATER, "-d", "beauty", "-p", "loo", "--refit",
+                                              "--preset", "reference",
+                                              "--name", "seater-loo-reference"]),
+    "seater-sports-reference": ("reference", [*SEATER, "-d", "sports", "-p", "loo", "--refit",
+                                              "--preset", "reference",
+                                              "--name", "seater-loo-reference"]),
+    "seater-yelp-seater-reference": ("reference", [
+        *SEATER, "-d", "yelp", "-p", "seater", "--preset", "reference-yelp",
+        "--name", "seater-seater-reference"]),
+    # --- seeded ablation arms under both presets (issue 14 deliverable 2): arms of one
+    # preset and seed see the same batches, negatives and dropout masks
+    **{f"ablate-{preset}-{arm}-s{seed}": (
+        "ablations-seeds", [*SEATER, "-d", "beauty", "--preset", preset, "--epochs",
+                            str(ABLATION_EPOCHS), "--seed", str(seed), *flags,
+                            "--name", f"ablate-{preset}-{arm}-s{seed}"])
+       for preset in ("default", "reference") for seed in (0, 1, 2)
+       for arm, flags in {"base": [], "no-align": ["--lambda-align", "0"],
+                          "no-rank": ["--lambda-rank", "0"],
+                          "gen-only": ["--lambda-align", "0", "--lambda-rank", "0"]}.items()},
     # --- semantic IDs (issue 7): codes from `seater index semantic -d beauty`
     "seater-beauty-semantic": ("semantic", [*SEATER, "-d", "beauty", "--ids", "semantic",
                                             "--codes", "runs/beauty/semantic/codes.npy",

@@ -27,7 +27,7 @@ def main(out: Path) -> None:
     rank, world = dist_info()
     assert world == 2, f"run under torchrun --nproc_per_node 2 (WORLD_SIZE={world})"
     data = "synthetic:n_users=300,n_items=60,seed=1"
-    train = TrainConfig(epochs=12, patience=1, lr=0.03, batch_size=32, eval_batch_size=64,
+    train = TrainConfig(epochs=20, patience=1, lr=0.03, batch_size=32, eval_batch_size=64,
                         progress=False, threads=1)
     run_sasrec(SASRecRun(dataset=data, out_dir=str(out),
                          model=replace(SASRecParams(), d_model=16, max_len=10),

@@ -25,7 +25,7 @@ def test_two_processes_train_in_sync_stop_together_and_rank0_alone_writes(tmp_pa
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     assert r0 == r1  # same early-stopping epoch and the same test numbers on both ranks
-    assert r0[0]["epochs_run"] < 12  # it did stop early: rank 0's decision reached rank 1
+    assert r0[0]["epochs_run"] < 20  # it did stop early: rank 0's decision reached rank 1
     assert [e["key"].rsplit("/", 1)[0] for e in r0] == ["seater/loo", "seater/loo"]
     run = next(tmp_path.glob("*/seater-loo-random-k4"))
     fit_rows = (run / "fit" / "metrics.jsonl").read_text().splitlines()
