@@ -97,10 +97,10 @@ class FilterIndex:
                  cache_bytes: int = MASK_CACHE_BYTES) -> None:
         self.n_items = n_items
         self.has_categories = categories is not None
-        self._by_prefix = _inverted(
+        self._by_prefix = _Inverted(
             (i, prefix) for i, paths in enumerate(categories or ()) for path in paths
             for prefix in _prefixes(path))
-        self._by_value = {name: _inverted(enumerate(values))
+        self._by_value = {name: _Inverted(enumerate(values))
                           for name, values in (attributes or {}).items()}
         self._capacity = max(1, min(MASK_CACHE_ENTRIES, cache_bytes // max(1, n_items)))
         self._masks: OrderedDict[ItemFilter, np.ndarray] = OrderedDict()
@@ -154,18 +154,10 @@ class FilterIndex:
     def _build(self, item_filter: ItemFilter) -> np.ndarray:
         mask = np.ones(self.n_items, bool)
         if item_filter.categories:
-            mask &= self._any_of(self._by_prefix, item_filter.categories)
+            mask &= self._by_prefix.any_of(item_filter.categories, self.n_items)
         for name, values in item_filter.attributes:
-            mask &= self._any_of(self._by_value[name], values)
+            mask &= self._by_value[name].any_of(values, self.n_items)
         return mask
-
-    def _any_of(self, index: Mapping[str, np.ndarray], keys: Iterable[str]) -> np.ndarray:
-        hit = np.zeros(self.n_items, bool)
-        for key in keys:
-            items = index.get(key)
-            if items is not None:
-                hit[items] = True
-        return hit
 
 
 def _prefixes(path: str) -> list[str]:
@@ -174,9 +166,30 @@ def _prefixes(path: str) -> list[str]:
     return [SEPARATOR.join(levels[: d + 1]) for d in range(len(levels))]
 
 
-def _inverted(pairs: Iterable[tuple[int, str]]) -> dict[str, np.ndarray]:
-    """key -> the distinct item indices that have it. Shape: values int64 [m]."""
-    lists: dict[str, list[int]] = {}
-    for item, key in pairs:
-        lists.setdefault(key, []).append(item)
-    return {key: np.unique(np.asarray(items, np.int64)) for key, items in lists.items()}
+class _Inverted:
+    """key -> the items that have it, as one array of items sorted by key with the
+    offsets of each key's run: a few bytes per (item, key) pair however many distinct
+    keys there are, and a lookup is a slice.
+
+    Shape: items int64 [pairs], bounds int64 [n_keys + 1].
+    """
+
+    def __init__(self, pairs: Iterable[tuple[int, str]]) -> None:
+        self.codes: dict[str, int] = {}
+        items, keys = [], []
+        for item, key in pairs:
+            items.append(item)
+            keys.append(self.codes.setdefault(key, len(self.codes)))
+        key_of = np.asarray(keys, np.int64)
+        self.items = np.asarray(items, np.int64)[np.argsort(key_of, kind="stable")]
+        self.bounds = np.concatenate(
+            [[0], np.cumsum(np.bincount(key_of, minlength=len(self.codes)))]).astype(np.int64)
+
+    def any_of(self, keys: Iterable[str], n_items: int) -> np.ndarray:
+        """Items having at least one of ``keys``. Shape: -> bool [n_items]."""
+        hit = np.zeros(n_items, bool)
+        for key in keys:
+            code = self.codes.get(key)
+            if code is not None:
+                hit[self.items[self.bounds[code] : self.bounds[code + 1]]] = True
+        return hit
