@@ -18,37 +18,38 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from training.config import build
 from training.data import DataOptions, load_dataset
 from training.export import export_run
 from training.publish import default_version
-from training.sasrec.model import SASRecParams
 from training.sasrec.pipeline import SASRecRun, run_sasrec
-from training.seater.pipeline import SeaterRun, TreeParams, run_seater
-from training.trainer import TrainConfig
+from training.sasrec.presets import PRESETS as SASREC_PRESETS
+from training.seater.pipeline import SeaterRun, run_seater
+from training.seater.presets import PRESETS as SEATER_PRESETS
 
 log = logging.getLogger(__name__)
 
-QUICK_TRAIN = TrainConfig(epochs=2, patience=2, max_eval_users=2000, final_eval_users=2000,
-                          progress=True)
+# the quick preset: a few epochs, capped batches and evaluation subsets
+QUICK = {"train.epochs": 2, "train.patience": 2, "train.max_eval_users": 2000,
+         "train.final_eval_users": 2000, "train.progress": True}
 
 
 def quick_configs(dataset: str, out: Path, data: DataOptions | None = None
                   ) -> tuple[SASRecRun, SeaterRun]:
-    opts = data or DataOptions()
-    sasrec = SASRecRun(
-        dataset=dataset, out_dir=str(out), data=opts,
-        model=SASRecParams(d_model=64, max_len=50),
-        train=replace(QUICK_TRAIN, epochs=3, patience=3),
-    )
-    seater = SeaterRun(
-        dataset=dataset, out_dir=str(out), data=opts, beam_size=50,
-        tree=TreeParams(ids="balanced", k=16),
-        train=replace(QUICK_TRAIN, batch_size=256, max_batches=150),
-    )
+    """Both runs through the config builder, so each gets its default preset as a
+    ``seater train`` command would."""
+    common = {"dataset": dataset, "out_dir": str(out),
+              **{f"data.{k}": v for k, v in asdict(data or DataOptions()).items()}}
+    sasrec = build(SASRecRun, None, {**common, **QUICK, "model.d_model": 64,
+                                     "model.max_len": 50, "train.epochs": 3,
+                                     "train.patience": 3}, presets=SASREC_PRESETS)
+    seater = build(SeaterRun, None, {**common, **QUICK, "beam_size": 50, "tree.ids": "balanced",
+                                     "tree.k": 16, "train.batch_size": 256,
+                                     "train.max_batches": 150}, presets=SEATER_PRESETS)
     return sasrec, seater
 
 

@@ -66,6 +66,8 @@ def variant_name(cfg: SASRecRun) -> str:
         parts.append(f"b2-{cfg.train.adam_beta2:g}")
     if cfg.train.epochs < TrainConfig.epochs:  # a budgeted run is not the converged one
         parts.append(f"ep{cfg.train.epochs}")
+    if cfg.train.seed:  # seeds of one configuration are rows of their own
+        parts.append(f"s{cfg.train.seed}")
     return "-".join(parts)
 
 

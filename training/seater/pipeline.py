@@ -217,6 +217,11 @@ def variant_name(cfg: SeaterRun) -> str:
         parts.append("scratch")
     if cfg.train.epochs < TrainConfig.epochs:  # a budgeted run is not the converged one
         parts.append(f"ep{cfg.train.epochs}")
+    # Rows written before presets existed carry neither tag; today's default preset is
+    # not their configuration, so every new row names its preset, and seeds apart.
+    parts.append(cfg.preset)
+    if cfg.train.seed:
+        parts.append(f"s{cfg.train.seed}")
     return "-".join(parts)
 
 
