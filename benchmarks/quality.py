@@ -76,6 +76,13 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
         "ablate-random-tree": ["--ids", "random"],
         **{f"ablate-k{k}": ["-k", str(k)] for k in (4, 8, 32)},
     }.items()},
+    # --- SEATER on the tuned SASRec (issue 14): its tree, leaves and encoder, under the
+    # SASRec's own input conventions (no input scaling, visible padding); three seeds
+    **{f"seater-beauty-tuned-s{seed}": ("tuned", [
+        *SEATER, "-d", "beauty", "-p", "loo", "--refit", "--sasrec-run",
+        "runs/beauty/sasrec-loo-rectools-batch4096", "--set", "model.scale_input=false",
+        "--set", "model.mask_padded_keys=false", "--seed", str(seed),
+        "--name", f"seater-loo-tuned-s{seed}"]) for seed in (0, 1, 2)},
     # --- the authors' configuration (docs/seater_reference.md), beside the default preset
     "seater-beauty-reference": ("reference", [*SEATER, "-d", "beauty", "-p", "loo", "--refit",
                                               "--preset", "reference",

@@ -215,6 +215,10 @@ def variant_name(cfg: SeaterRun) -> str:
         parts.append(f"rankcos{lo.rank_cosine_scale:g}")
     if not cfg.init_from_sasrec:
         parts.append("scratch")
+    if not p.scale_input:  # the input conventions of a RecTools-style SASRec
+        parts.append("noscale")
+    if not p.mask_padded_keys:
+        parts.append("padkeys")
     if cfg.train.epochs < TrainConfig.epochs:  # a budgeted run is not the converged one
         parts.append(f"ep{cfg.train.epochs}")
     # Rows written before presets existed carry neither tag; today's default preset is
