@@ -37,7 +37,7 @@ from service.errors import ServiceError
 from service.metrics import ServiceMetrics
 from service.model.bundle import BundleError, has_bundle
 from service.model.engine import Engine, SmokeTestFailed, smoke_check
-from service.model.filters import FilterError, ItemFilter
+from service.model.filters import FilterError
 from service.schemas import ItemFilters, RetrievedItem, RetrieveRequest
 from service.settings import (
     HARD_MAX_BEAM,
@@ -146,8 +146,7 @@ class Recommender:
             raise OfflineError(f"bundle {config.bundle} cannot be served: {exc}") from None
         if filters is not None:
             try:
-                engine.catalog.filters.mask(ItemFilter.of(filters.categories,
-                                                          filters.attributes))
+                engine.catalog.filters.mask(filters.canonical())
             except FilterError as exc:
                 raise OfflineError(f"--filters {exc.field}: {exc} (model {engine.version})"
                                    ) from None

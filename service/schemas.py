@@ -12,6 +12,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from service.model.engine import ModelInfo
+from service.model.filters import ItemFilter
 from service.settings import (
     HARD_MAX_BEAM,
     HARD_MAX_EXCLUDE,
@@ -79,6 +80,11 @@ class ItemFilters(BaseModel):
         "every named attribute must match. Names are the attribute columns of the items "
         "file the model was trained with.",
     )
+
+    def canonical(self) -> ItemFilter:
+        """The filter as the catalog's index takes it (raises FilterError for a path that
+        names no level)."""
+        return ItemFilter.of(self.categories, self.attributes)
 
 
 class RetrieveRequest(BaseModel):

@@ -16,7 +16,7 @@ from service.core.batcher import MicroBatcher
 from service.core.holder import ModelHolder
 from service.errors import InvalidInput, UnknownItems
 from service.model.engine import Engine
-from service.model.filters import FilterError, ItemFilter
+from service.model.filters import FilterError
 from service.schemas import ItemFilters, RetrievedItem, RetrieveRequest, RetrieveResponse
 from service.settings import Settings
 
@@ -93,7 +93,7 @@ class Retriever:
         if filters is None:
             return None
         try:
-            item_filter = ItemFilter.of(filters.categories, filters.attributes)
+            item_filter = filters.canonical()
             return None if item_filter.empty else engine.catalog.filters.mask(item_filter)
         except FilterError as exc:
             loc = f"body.filters.{exc.field}"
