@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from training.checkpoint import load_checkpoint
 from training.evaluate import Recommender, evaluate
 from training.protocols import EvalSet
 
@@ -161,7 +162,7 @@ def train(
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     metrics_path = run_dir / "metrics.jsonl"
     if resume and last_path.is_file():
-        ckpt = torch.load(last_path, map_location=device, weights_only=True)
+        ckpt = load_checkpoint(last_path, device)
         module.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         state = TrainState(**ckpt["state"])
@@ -267,7 +268,7 @@ def train(
             state.best_metric, state.best_epoch, state.bad_epochs = shared
     task.module = module
     barrier()  # best.pt is written by rank 0
-    best = torch.load(best_path, map_location=device, weights_only=True)
+    best = load_checkpoint(best_path, device)
     module.load_state_dict(best["model"])
     module.eval()
     total_examples = sum(r["examples_per_s"] * r["train_seconds"] for r in state.history)

@@ -316,3 +316,25 @@ def test_help_shows_the_defaults_the_configs_really_have():
             assert str(value) == m.group(1), (command, flag, value, m.group(1))
             checked += 1
         assert checked >= 8, command
+
+
+class Foreign:
+    """Anything a pickle could carry besides tensors and plain data."""
+
+
+def test_a_checkpoint_with_a_foreign_object_is_refused_not_unpickled(runs, tmp_path):
+    import shutil
+
+    import torch
+
+    from training.checkpoint import CheckpointError, load_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(runs / "seater-loo-balanced-k4", run)
+    ckpt = torch.load(run / "model.pt", weights_only=True)
+    torch.save({**ckpt, "extra": Foreign()}, run / "model.pt")
+    with pytest.raises(CheckpointError, match="objects other than tensors and plain data"):
+        load_checkpoint(run / "model.pt")
+    assert_one_error_line(invoke("export", "--run", str(run), "--out", str(tmp_path / "a")),
+                          "could run code")
+    assert_one_error_line(invoke("evaluate", "--run", str(run)), "could run code")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from indexer import from_codes
+from training.checkpoint import load_checkpoint
 from training.config import from_dict
 from training.data import InteractionData, load_dataset
 from training.data.loaders import DataError
@@ -75,7 +76,7 @@ def load_indexer(run_dir: Path) -> LoadedIndexer:
     path = Path(run_dir) / "indexer.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: train it with `seater index semantic`")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data
+    ckpt = load_checkpoint(path)
     cfg = from_dict(SemanticRun, ckpt["config"], str(path))
     model = SemanticIndexer(cfg.model, ckpt["n_vocab"])
     model.load_state_dict(ckpt["model"])

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.checkpoint import load_checkpoint
 from training.publish import publish_bundle
 from training.sasrec.model import SASRec
 from training.seater.export import OPSET, quiet_exporter
@@ -143,7 +144,7 @@ def load_sasrec_run(run_dir: Path) -> tuple[SASRec, Any, dict[str, Any]]:
     ckpt_path = Path(run_dir) / "model.pt"
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"{ckpt_path} not found: train with `seater train sasrec`")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(ckpt_path)
     config = ckpt.get("config")
     if not isinstance(config, dict) or "model" not in config or "tree" in config:
         raise ValueError(f"{ckpt_path} is not a SASRec checkpoint (no SASRec config in it)")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from indexer import BuildConfig, IdTree, build_tree, from_codes, node_centroids
+from training.checkpoint import load_checkpoint
 from training.config import ConfigError, from_saved
 from training.data import InteractionData, Sequences
 from training.run_folder import FINGERPRINT, data_fingerprint
@@ -191,8 +192,7 @@ def init_from_sasrec(model: Seater, tree: IdTree, sasrec_folder: Path, emb: np.n
                           "run with the original details (--sasrec-run), or --scratch")
     with torch.no_grad():
         model.node_emb.weight.copy_(torch.from_numpy(node_centroids(tree, emb)))
-    state = torch.load(sasrec_folder / "fit" / "model.pt", map_location="cpu",
-                       weights_only=True)["model"]
+    state = load_checkpoint(sasrec_folder / "fit" / "model.pt")["model"]
     enc = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     own = model.encoder.state_dict()
     if enc.keys() == own.keys() and all(enc[k].shape == own[k].shape for k in own):
@@ -239,7 +239,7 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu"
     ckpt_path = run_dir / "model.pt"
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"{ckpt_path} not found: train with `seater train seater`")
-    ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    ckpt = load_checkpoint(ckpt_path, device)
     config = ckpt.get("config", {})
     if ckpt.get("kind", "seater") != "seater" or "tree" not in config:
         raise ValueError(f"{run_dir} is a SASRec run, not a SEATER run: `seater evaluate` "
