@@ -49,17 +49,17 @@ QUIET = ("torch.onnx", "onnxscript", "torch.export", "torch._dynamo")
 
 ProtocolOpt = Annotated[str | None, typer.Option(
     "--protocol", "-p", help="loo (leave-one-out) or seater (users 8:1:1, 80/20 history) "
-    "[default: loo].")]
+    "(default: loo).")]
 SeedOpt = Annotated[int | None, typer.Option(
-    "--seed", help="Seed for splits, init, sampling [default: 0].")]
-EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Maximum epochs [default: 200].")]
+    "--seed", help="Seed for splits, init, sampling (default: 0).")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Maximum epochs (default: 200).")]
 PatienceOpt = Annotated[int | None, typer.Option(
     "--patience", help="Stop after this many epochs without a better validation metric "
-    "[default: 10].")]
+    "(default: 10).")]
 DeviceOpt = Annotated[str | None, typer.Option(
-    "--device", help="auto, cpu, cuda, cuda:1 ... [default: auto].")]
+    "--device", help="auto, cpu, cuda, cuda:1 ... (default: auto).")]
 OutOpt = Annotated[str | None, typer.Option(
-    "--out", help="Folder for run outputs; a run lands in OUT/<dataset>/<name> [default: runs].")]
+    "--out", help="Folder for run outputs; a run lands in OUT/<dataset>/<name> (default: runs).")]
 ResumeOpt = Annotated[bool, typer.Option(
     "--resume/--no-resume", help="Continue from the run folder's last checkpoint if any (the "
     "same run only: other model, tree or data settings are refused).")]
@@ -68,15 +68,15 @@ ReportsOpt = Annotated[str | None, typer.Option(
     "benchmark commands pass the project's reports/); results always go to the run folder.")]
 PresetOpt = Annotated[str | None, typer.Option(
     "--preset", help="A named recipe applied under the flags (see --show-config) "
-    "[default: default].")]
+    "(default: default).")]
 RefitOpt = Annotated[bool | None, typer.Option(
     "--refit/--no-refit", help="loo only: after early stopping, retrain on train+validation "
-    "for the best number of epochs, then test [default: no].")]
+    "for the best number of epochs, then test (default: no).")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Batch size.")]
-LrOpt = Annotated[float | None, typer.Option("--lr", help="Adam learning rate [default: 0.001].")]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Adam learning rate (default: 0.001).")]
 NameOpt = Annotated[str | None, typer.Option(
-    "--name", help="Run name (folder) [default: sasrec-<protocol> or "
-    "seater-<protocol>-<ids>-k<k>].")]
+    "--name", help="Run name (folder) (default: sasrec-<protocol> or "
+    "seater-<protocol>-<ids>-k<k>).")]
 
 
 def _train(cls: type, presets: dict[str, Any], config: Path | None, flags: dict[str, Any],
@@ -146,24 +146,24 @@ def train_sasrec(
     protocol: ProtocolOpt = None,
     refit: RefitOpt = None,
     d_model: Annotated[int | None, typer.Option(
-        "--d-model", help="Embedding size [default: 64].")] = None,
+        "--d-model", help="Embedding size (default: 64).")] = None,
     n_layers: Annotated[int | None, typer.Option(
-        "--layers", help="Transformer blocks [default: 1].")] = None,
+        "--layers", help="Transformer blocks (default: 1).")] = None,
     n_heads: Annotated[int | None, typer.Option(
-        "--heads", help="Attention heads [default: 1].")] = None,
+        "--heads", help="Attention heads (default: 1).")] = None,
     max_len: Annotated[int | None, typer.Option(
-        "--max-len", help="History length [default: 50].")] = None,
+        "--max-len", help="History length (default: 50).")] = None,
     dropout: Annotated[float | None, typer.Option(
-        "--dropout", help="Dropout rate [default: 0.2].")] = None,
+        "--dropout", help="Dropout rate (default: 0.2).")] = None,
     loss: Annotated[str | None, typer.Option(
         "--loss", help="ss (sampled softmax), ce (full softmax) or bce (original) "
-        "[default: ss].")] = None,
+        "(default: ss).")] = None,
     n_negatives: Annotated[int | None, typer.Option(
-        "--negatives", help="Sampled negatives for the ss loss [default: 256].")] = None,
+        "--negatives", help="Sampled negatives for the ss loss (default: 256).")] = None,
     epochs: EpochsOpt = None,
     patience: PatienceOpt = None,
     batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", help="Batch size [default: 128].")] = None,
+        "--batch-size", help="Batch size (default: 128).")] = None,
     lr: LrOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
@@ -208,34 +208,34 @@ def train_seater(
     refit: RefitOpt = None,
     ids: Annotated[str | None, typer.Option(
         "--ids", help="balanced (Algorithm 1), kmeans (imbalanced), random, or semantic "
-        "(codes from `seater index semantic`, given with --codes) [default: balanced].")] = None,
+        "(codes from `seater index semantic`, given with --codes) (default: balanced).")] = None,
     codes: Annotated[str | None, typer.Option(
         "--codes", help="ids=semantic: the .npy of item codes.")] = None,
     k: Annotated[int | None, typer.Option(
-        "-k", "--branches", help="Tree branching factor [default: 16].")] = None,
+        "-k", "--branches", help="Tree branching factor (default: 16).")] = None,
     beam: Annotated[int | None, typer.Option(
         "--beam", help="Beam size for validation and test (>= 50 for @50 metrics) "
-        "[default: 50].")] = None,
+        "(default: 50).")] = None,
     sasrec_run: Annotated[str | None, typer.Option(
         "--sasrec-run", help="SASRec run folder for the tree's embeddings and the init "
-        "[default: the best by validation among OUT/<dataset>/ SASRec runs of the same width; "
-        "one is trained with this run's budget when there is none].")] = None,
+        "(default: the best by validation among OUT/<dataset>/ SASRec runs of the same width; "
+        "one is trained with this run's budget when there is none).")] = None,
     init: Annotated[bool | None, typer.Option(
         "--init-from-sasrec/--scratch", help="Initialise node embeddings (leaves = items, "
-        "internal = centroids) and the encoder from SASRec [default: init-from-sasrec].")
+        "internal = centroids) and the encoder from SASRec (default: init-from-sasrec).")
     ] = None,
     lambda_align: Annotated[float | None, typer.Option(
         "--lambda-align", help="Weight of the alignment loss (0 = off).")] = None,
     lambda_rank: Annotated[float | None, typer.Option(
         "--lambda-rank", help="Weight of the ranking loss (0 = off).")] = None,
     d_model: Annotated[int | None, typer.Option(
-        "--d-model", help="Model width [default: 64].")] = None,
+        "--d-model", help="Model width (default: 64).")] = None,
     max_len: Annotated[int | None, typer.Option(
-        "--max-len", help="History length [default: 50].")] = None,
+        "--max-len", help="History length (default: 50).")] = None,
     epochs: EpochsOpt = None,
     patience: PatienceOpt = None,
     batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", help="Batch size [default: 128].")] = None,
+        "--batch-size", help="Batch size (default: 128).")] = None,
     lr: LrOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
@@ -451,8 +451,8 @@ def demo(
 @app.command("report")
 def report(
     reports_dir: Annotated[Path | None, typer.Option(
-        "--reports-dir", help="The folder runs wrote with --reports-dir [default: the "
-        "project's reports/].")] = None,
+        "--reports-dir", help="The folder runs wrote with --reports-dir (default: the "
+        "project's reports/).")] = None,
 ) -> None:
     """Regenerate <reports-dir>/quality/README.md from the JSON results: one table per
     dataset and protocol, and links to the training curves of runs kept on this machine."""

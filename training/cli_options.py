@@ -17,16 +17,16 @@ DatasetOpt = Annotated[str | None, typer.Option(
     "interactions.txt, or a .csv/.tsv/.parquet log. Names are looked up in $SEATER_DATA_DIR, "
     "else ../shared/data, else the embedded data/.")]
 UserColOpt = Annotated[str | None, typer.Option(
-    "--user-col", help="Log files: the user id column [default: user].")]
+    "--user-col", help="Log files: the user id column (default: user).")]
 ItemColOpt = Annotated[str | None, typer.Option(
-    "--item-col", help="Log files: the item id column [default: item].")]
+    "--item-col", help="Log files: the item id column (default: item).")]
 TimeColOpt = Annotated[str | None, typer.Option(
-    "--time-col", help="Log files: the time column, numbers or dates [default: timestamp].")]
+    "--time-col", help="Log files: the time column, numbers or dates (default: timestamp).")]
 ItemsOpt = Annotated[str | None, typer.Option(
     "--items", help="Item metadata file (.csv/.tsv/.parquet): an id column, then title, "
     "categories ('A > B | C') and any attribute columns, for titles and filters.")]
 MinInteractionsOpt = Annotated[int | None, typer.Option(
-    "--min-interactions", help="Log files: drop users with fewer interactions [default: 2].")]
+    "--min-interactions", help="Log files: drop users with fewer interactions (default: 2).")]
 ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", "-c", help="YAML/TOML/JSON file with the run config (sections as printed by "
     "--show-config).")]

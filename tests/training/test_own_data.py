@@ -283,7 +283,7 @@ def test_evaluate_from_another_folder_finds_a_relatively_named_dataset(log_csv, 
 
 
 def test_help_shows_the_defaults_the_configs_really_have():
-    """Every ``[default: X]`` typed into a training flag's help is the dataclass default."""
+    """Every ``(default: X)`` typed into a training flag's help is the dataclass default."""
     import re
 
     from training.sasrec.pipeline import SASRecRun
@@ -306,7 +306,7 @@ def test_help_shows_the_defaults_the_configs_really_have():
         defaults = cls()
         checked = 0
         for param in click_cmd.params:
-            m = re.search(r"\[default: ([^\]]+)\]", param.help or "")
+            m = re.search(r"\(default: ([^)]+)\)", param.help or "")
             flag = next((o for o in param.opts if o in flag_keys), None)
             if not m or flag is None:
                 continue
@@ -316,6 +316,8 @@ def test_help_shows_the_defaults_the_configs_really_have():
             assert str(value) == m.group(1), (command, flag, value, m.group(1))
             checked += 1
         assert checked >= 8, command
+        shown = invoke("train", command, "--help").output
+        assert shown.count("(default:") >= 8  # rendered, not swallowed as markup
 
 
 class Foreign:
