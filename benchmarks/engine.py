@@ -19,7 +19,7 @@ Histories are real: a random Beauty user's sequence cut at a random point (the
 locustfile's rule), mapped through the bundle's ``items.json``. Without ``--bundle`` a
 Beauty-shaped bundle is built once and cached under ``artifacts/bench/`` (needs torch):
 a random d=64 tree over 12,101 items (k=16, fast splitter) and an untrained
-``Seater(SeaterParams())`` (paper sizes) exported with ``training.export.export_bundle``;
+``Seater(SeaterParams())`` (paper sizes) exported with ``training.seater.export.export_bundle``;
 weights do not change the cost. Pass ``--bundle artifacts/<version>`` for a trained one.
 
 Numbers are only meaningful on a quiet machine: the report records how many cores were
@@ -110,7 +110,7 @@ def beauty_shape_bundle(seed: int = 0) -> Path:
     import torch
 
     from indexer import BuildConfig, build_tree
-    from training.export import export_bundle
+    from training.seater.export import export_bundle
     from training.seater.model import Seater, SeaterParams
 
     x = np.random.default_rng(seed).normal(size=(BEAUTY_ITEMS, D)).astype(np.float32)

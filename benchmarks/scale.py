@@ -10,7 +10,7 @@ retrieval does not depend on what the weights learnt):
   crippled by isotropic noise; they are the SASRec item table and the vectors the tree
   is built from, as in training;
 - build: ``indexer.build_tree`` (balanced, fast splitter);
-- export: ``training.export.export_bundle`` with an untrained ``Seater(SeaterParams())``
+- export: ``training.seater.export.export_bundle`` with an untrained ``Seater(SeaterParams())``
   and ``training.sasrec.export.export_sasrec_bundle`` with an untrained ``SASRec`` whose
   item table is the vectors (the dense baseline bundle); bundle sizes from their files;
 - load: ``service.model.load.load_engine`` in a fresh process per bundle: wall time and RSS;
@@ -115,9 +115,9 @@ def build_and_export(x: np.ndarray, out_root: Path, seed: int) -> dict[str, Any]
     import torch
 
     from indexer import BuildConfig, build_tree
-    from training.export import export_bundle
     from training.sasrec.export import export_sasrec_bundle
     from training.sasrec.model import SASRec, SASRecParams
+    from training.seater.export import export_bundle
     from training.seater.model import Seater, SeaterParams
 
     n = len(x)

@@ -57,7 +57,7 @@ def tiny_bundle(tmp_path_factory) -> TinyBundle:
 
     from indexer import BuildConfig, build_tree
     from training.data import SyntheticConfig, make_synthetic
-    from training.export import export_bundle
+    from training.seater.export import export_bundle
     from training.seater.model import Seater, SeaterParams
     from training.seater.task import LossConfig, SeaterTask
 

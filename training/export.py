@@ -11,10 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from training.publish import default_version, sha256
-from training.seater.export import export_bundle
-
-__all__ = ["export_bundle", "export_run", "run_kind", "sha256"]
+from training.publish import default_version
 
 
 def run_kind(run_dir: Path) -> str:
@@ -53,6 +50,7 @@ def export_run(run_dir: Path, out_root: Path, version: str | None = None) -> Pat
         model, cfg, _ = load_sasrec_run(run_dir)
         return export_sasrec_bundle(model, items, out_root, version, label, metrics,
                                     extra={"run": str(run_dir)})
+    from training.seater.export import export_bundle
     from training.seater.pipeline import load_run
 
     model, tree, cfg, _ = load_run(run_dir)

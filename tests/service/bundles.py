@@ -53,7 +53,7 @@ def perturbed(model: torch.nn.Module, seed: int, scale: float = 0.3) -> torch.nn
 
 def export_version(tiny, root: Path, version: str, seed: int) -> tuple[Path, torch.nn.Module]:
     """Export a perturbed copy of the tiny model as ``root/version`` with ``export_bundle``."""
-    from training.export import export_bundle
+    from training.seater.export import export_bundle
 
     model = perturbed(tiny.model, seed)
     items = json.loads((tiny.path / ROOT_ITEMS).read_text())
@@ -106,6 +106,6 @@ def with_metadata(tiny) -> dict:
 
 def export_with_items(tiny, root: Path, version: str, items: dict) -> Path:
     """The tiny model exported again with another items.json (``export_bundle``)."""
-    from training.export import export_bundle
+    from training.seater.export import export_bundle
 
     return export_bundle(tiny.model, tiny.tree, items, root, version, tiny.data.name)

@@ -45,11 +45,11 @@ def world(tmp_path_factory) -> ColdStartWorld:
 
     from indexer import from_codes
     from training.data import SyntheticConfig, make_synthetic
-    from training.export import export_bundle
     from training.lmindexer.cold_start import cold_start, extend_items, publish_tree_version
     from training.lmindexer.config import AssignParams, IndexerParams, ScheduleParams
     from training.lmindexer.text import Vocabulary, item_texts
     from training.lmindexer.train import Corpus, train_indexer
+    from training.seater.export import export_bundle
     from training.seater.model import Seater, SeaterParams
     from training.seater.task import LossConfig, SeaterTask
 
@@ -132,11 +132,10 @@ def test_full_reexport_with_the_grown_table_serves_the_new_item_too(world, tmp_p
     whose table has the new rows (its ONNX-vs-torch parity check runs on the new tree)."""
     from service.model.load import load_engine
     from service.settings import Settings
-    from training.export import export_bundle
-    from training.lmindexer.cold_start import grow_model
+    from training.seater.export import export_bundle
 
     res = world.result
-    path = export_bundle(grow_model(world.model, res.node_emb), res.tree, world.items, tmp_path,
+    path = export_bundle(world.model.with_node_table(res.node_emb), res.tree, world.items, tmp_path,
                          "semantic-v2-full", "synthetic", node_emb=res.node_emb)
     engine = load_engine(path, Settings(redis_url=None))
     states = engine.encode([np.arange(3)])

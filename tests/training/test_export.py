@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from training.data import Sequences
-from training.export import export_bundle, sha256
+from training.publish import sha256
+from training.seater.export import export_bundle
 from training.seater.task import LossConfig, SeaterTask
 
 

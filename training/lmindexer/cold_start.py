@@ -11,7 +11,7 @@ Two ways to write that bundle: ``publish_tree_version`` copies the previous bund
 ONNX graphs and writes only the new tree, node table and items (the graphs take the
 node table and the children table as inputs, so nothing in them depends on the tree;
 it needs no torch export); or the full
-``export_bundle(grow_model(model, table), new_tree, ..., node_emb=table)``, which
+``export_bundle(model.with_node_table(table), new_tree, ..., node_emb=table)``, which
 re-traces the graphs and re-checks ONNX parity.
 
 Placement follows the code, not an embedding descent: at each semantic level the item
@@ -22,7 +22,6 @@ added by ``from_codes`` it takes the first free slot.
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from indexer import IdTree
 from indexer.insert import RankSlots, extend_node_table, insert_by_code
@@ -72,19 +70,6 @@ def indexer_ranker(indexer: SemanticIndexer, x_new: np.ndarray) -> RankSlots:
         return np.argsort(-scores, kind="stable")
 
     return rank
-
-
-def grow_model(model: Any, table: np.ndarray) -> Any:
-    """A copy of a SEATER model whose node-embedding table is ``table`` (more rows).
-
-    ``export_bundle`` checks ONNX against torch with the model's own table and the new
-    tree's paths, so the model must know the new nodes too. Shape: table [n_nodes, d].
-    """
-    grown = copy.deepcopy(model)
-    grown.node_emb = nn.Embedding.from_pretrained(torch.as_tensor(table, dtype=torch.float32),
-                                                  freeze=False)
-    grown.n_nodes = int(table.shape[0])
-    return grown.eval()
 
 
 def cold_start(tree: IdTree, indexer: SemanticIndexer, x_new: np.ndarray, table: np.ndarray

@@ -15,10 +15,12 @@ per row. Padding is -1 everywhere (history, paths), so the embedding table can g
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -247,6 +249,16 @@ class Seater(nn.Module):
         self.rank_w = nn.Parameter(w)
         self.rank_enc = nn.Linear(d, d) if p.rank_heads else None
         self.rank_dec = nn.Linear(d, d) if p.rank_heads else None
+
+    def with_node_table(self, table: np.ndarray | torch.Tensor) -> Seater:
+        """A copy (eval mode) whose node-embedding table is ``table``, e.g. with rows for
+        nodes a cold-start insertion appended; every other weight is shared by value.
+        Shape: table [n_nodes', d]."""
+        grown = copy.deepcopy(self)
+        grown.node_emb = nn.Embedding.from_pretrained(torch.as_tensor(table, dtype=torch.float32),
+                                                      freeze=False)
+        grown.n_nodes = int(grown.node_emb.weight.shape[0])
+        return grown.eval()
 
     # ----------------------------------------------------------------- encoder
     def encode(self, history: torch.Tensor, node_emb: torch.Tensor | None = None

@@ -11,7 +11,7 @@ import torch
 from indexer import from_codes
 from indexer.insert import extend_node_table, insert_by_code
 from tests.training.lmindexer.helpers import FAST, TINY, tiny_corpus
-from training.lmindexer.cold_start import cold_start, extend_items, grow_model
+from training.lmindexer.cold_start import cold_start, extend_items
 from training.lmindexer.config import AssignParams
 from training.lmindexer.train import train_indexer
 from training.seater.model import Seater, SeaterParams
@@ -60,11 +60,11 @@ def test_new_leaf_embedding_is_its_siblings_mean():
     np.testing.assert_allclose(out[new.item_leaf[3]], table[[0, 1]].mean(axis=0))
 
 
-def test_grow_model_keeps_weights_and_appends_rows():
+def test_a_grown_model_keeps_weights_and_appends_rows():
     model = Seater(10, 2, 3, SeaterParams(d_model=8, max_len=4, n_heads=2, dropout=0.0))
     table = np.concatenate([model.node_emb.weight.detach().numpy(),
                             np.ones((2, 8), np.float32)])
-    grown = grow_model(model, table)
+    grown = model.with_node_table(table)
     assert grown.node_emb.weight.shape == (12, 8) and model.node_emb.weight.shape == (10, 8)
     assert torch.equal(grown.layers[0].cross_q.weight, model.layers[0].cross_q.weight)
 
