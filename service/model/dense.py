@@ -6,8 +6,9 @@ bundle's ``encoder.onnx`` (history item indices -> user vector, a
 :class:`~service.model.engine.UserVector` state the cache stores like any other).
 ``search`` scores the micro-batch with one ``[B, d] x [d, n_items]`` matmul, masks each
 request's exclusions and filters, and takes the top-n with ``argpartition``; ties go to the lower
-item index, as ``training.metrics.topk_indices`` breaks them offline. There is no tree,
-so codes are empty.
+item index, so an answer never varies between calls (offline evaluation breaks ties in a
+seeded random order instead, ``training.metrics.topk_indices``, so that a model is not
+credited for the index order). There is no tree, so codes are empty.
 """
 
 from __future__ import annotations
