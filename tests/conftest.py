@@ -56,6 +56,7 @@ def tiny_bundle(tmp_path_factory) -> TinyBundle:
     import torch
 
     from indexer import BuildConfig, build_tree
+    from tests.helpers import fit_briefly
     from training.data import SyntheticConfig, make_synthetic
     from training.seater.export import export_bundle
     from training.seater.model import Seater, SeaterParams
@@ -69,13 +70,7 @@ def tiny_bundle(tmp_path_factory) -> TinyBundle:
     model = Seater(tree.n_nodes, tree.max_depth, tree.root,
                    SeaterParams(d_model=16, max_len=12, n_heads=2, dropout=0.0))
     task = SeaterTask(model, tree, data.sequences, torch.device("cpu"), LossConfig())
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for batch, _ in zip(task.batches(rng, 128), range(15), strict=False):
-        loss, _ = task.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    fit_briefly(task, model, batch_size=128, steps=15, rng=rng)
     items = {"ids": [str(x) for x in data.item_ids], "titles": data.item_text.title}
     root = tmp_path_factory.mktemp("bundles")
     path = export_bundle(model, tree, items, root, "tiny-v1", data.name,

@@ -55,7 +55,11 @@ class TrainConfig:
 
 
 class Task(Recommender, Protocol):
-    module: nn.Module
+    """A model's side of the loop. ``model`` is the bare module (its parameters, state
+    dict and ranking); the loop passes ``loss`` the module to run the training pass
+    through, which under torchrun is the DistributedDataParallel wrapper of ``model``."""
+
+    model: nn.Module
 
     def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[Any]:
         """One epoch of training batches (already shuffled by ``rng``)."""
@@ -63,8 +67,10 @@ class Task(Recommender, Protocol):
 
     def n_batches(self, batch_size: int) -> int: ...
 
-    def loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        """Total loss and its parts (floats) for logging."""
+    def loss(self, batch: Any, module: nn.Module | None = None
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss and its parts (floats) for logging, computed through ``module``
+        (default: ``model``)."""
         ...
 
     def examples_in(self, batch: Any) -> int: ...
@@ -152,7 +158,7 @@ def train(
     rank, world = dist_info()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    module = task.module
+    module = task.model
     device = next(module.parameters()).device
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, betas=(0.9, cfg.adam_beta2),
                            weight_decay=cfg.weight_decay)
@@ -172,7 +178,7 @@ def train(
                  cfg.metric, state.best_metric, state.best_epoch)
     elif metrics_path.exists() and rank == 0:
         metrics_path.unlink()
-    model: nn.Module = module
+    model: nn.Module = module  # what the training pass runs through
     if world > 1:
         # static_graph: a loss switched off for an ablation leaves parameters without
         # gradients (SEATER's W_s), which DDP's reducer would otherwise wait for.
@@ -180,7 +186,6 @@ def train(
             module, device_ids=[device.index] if device.type == "cuda" else None,
             static_graph=True,
         )
-        task.module = model  # the task's loss runs through the DDP wrapper
     use_amp = cfg.amp and device.type == "cuda"
     max_epochs = fixed_epochs or cfg.epochs
 
@@ -207,7 +212,7 @@ def train(
                 continue
             amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
             with amp:
-                loss, parts = task.loss(batch)
+                loss, parts = task.loss(batch, model)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -266,7 +271,6 @@ def train(
             shared = [state.best_metric, state.best_epoch, state.bad_epochs]
             torch.distributed.broadcast_object_list(shared, src=0)
             state.best_metric, state.best_epoch, state.bad_epochs = shared
-    task.module = module
     barrier()  # best.pt is written by rank 0
     best = load_checkpoint(best_path, device)
     module.load_state_dict(best["model"])

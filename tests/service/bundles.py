@@ -19,19 +19,6 @@ import torch
 ROOT_ITEMS = "items.json"
 
 
-def fit_briefly(task, model: torch.nn.Module, batch_size: int, steps: int) -> torch.nn.Module:
-    """A few Adam steps on ``task.loss`` (seeded), so scores are not uniform: ties would
-    make top-n comparisons meaningless. Returns the model in eval mode."""
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    rng = np.random.default_rng(0)
-    for batch, _ in zip(task.batches(rng, batch_size), range(steps), strict=False):
-        loss, _ = task.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
-
-
 def copy_bundle(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.service.bundles import fit_briefly
+from tests.helpers import fit_briefly
 from tests.service.conftest import TOKEN, running
 from tests.training.lmindexer.helpers import hashing_encoder
 

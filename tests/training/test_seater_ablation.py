@@ -23,8 +23,8 @@ class Recording(SeaterTask):
         super().__init__(*args, **kwargs)
         self.seen: list[tuple[np.ndarray, tuple[int, int], float, torch.Tensor]] = []
 
-    def loss(self, batch):
-        total, logs = super().loss(batch)
+    def loss(self, batch, module=None):
+        total, logs = super().loss(batch, module)
         self.seen.append((batch.idx.copy(), batch.seed, logs["gen"], torch.get_rng_state()))
         return total, logs
 

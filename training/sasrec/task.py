@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from training.batching import length_batches
 from training.data.sequences import Sequences
 from training.metrics import topk_indices
 from training.sasrec.model import SASRec
@@ -23,8 +24,7 @@ class SASRecTask:
 
     def __init__(self, model: SASRec, train: Sequences, device: torch.device,
                  bucket: bool = False) -> None:
-        self.model = model  # the bare module, for ranking
-        self.module = model  # what the trainer calls (may become a DDP wrapper)
+        self.model = model
         self.device = device
         self.bucket = bucket
         keep = np.flatnonzero(train.lengths >= 2)
@@ -36,25 +36,16 @@ class SASRecTask:
         return -(-len(self.rows) // batch_size)
 
     def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[np.ndarray]:
-        order = rng.permutation(len(self.rows))
-        if self.bucket:
-            chunk = batch_size * 64
-            parts = [order[i : i + chunk] for i in range(0, len(order), chunk)]
-            order = np.concatenate([p[np.argsort(self.lengths[p], kind="stable")] for p in parts])
-            groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-            for g in rng.permutation(len(groups)):
-                yield groups[g]
-        else:
-            for i in range(0, len(order), batch_size):
-                yield order[i : i + batch_size]
+        yield from length_batches(rng, self.lengths, batch_size, self.bucket)
 
     def examples_in(self, batch: np.ndarray) -> int:
         return len(batch)
 
-    def loss(self, batch: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: np.ndarray, module: torch.nn.Module | None = None
+             ) -> tuple[torch.Tensor, dict[str, float]]:
         width = int(self.lengths[batch].max())
         rows = torch.from_numpy(self.rows[batch, -(width + 1) :]).to(self.device)
-        loss = self.module(rows[:, :-1], rows[:, 1:])
+        loss = (module or self.model)(rows[:, :-1], rows[:, 1:])
         return loss, {"total": loss.item()}
 
     @torch.no_grad()

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from indexer import IdTree, beam_search
+from training.batching import length_batches
 from training.data.sequences import Sequences
 from training.seater.losses import (
     GenReduction,
@@ -64,16 +65,15 @@ class SeaterTask:
     """
 
     def __init__(self, model: Seater, tree: IdTree, train: Sequences, device: torch.device,
-                 losses: LossConfig, beam_size: int = 50, min_history: int = 1,
-                 bucket: bool = True) -> None:
+                 losses: LossConfig, beam_size: int = 50, bucket: bool = True) -> None:
         self.model = model
-        self.module = model
         self.tree = tree
         self.device = device
         self.losses = losses
         self.beam_size = beam_size
         self.train = train
         self.bucket = bucket
+        min_history = 1  # every prefix with at least one item predicts its next one
         counts = np.maximum(train.lengths - min_history, 0)
         self.ex_row = np.repeat(np.arange(len(train)), counts)
         first = np.cumsum(counts) - counts
@@ -103,18 +103,8 @@ class SeaterTask:
         ``rng`` is the shuffle's alone: one draw per epoch seeds the batches' sampling
         streams, and nothing else takes from it."""
         epoch_key = int(rng.integers(2**63))
-        order = rng.permutation(self.ex_row.size)
-        if not self.bucket:
-            groups = [order[i : i + batch_size] for i in range(0, order.size, batch_size)]
-            for i, g in enumerate(groups):
-                yield SeaterBatch(g, (epoch_key, i))
-            return
-        chunk = batch_size * 64
-        parts = [order[i : i + chunk] for i in range(0, order.size, chunk)]
-        order = np.concatenate([p[np.argsort(self.ex_len[p], kind="stable")] for p in parts])
-        groups = [order[i : i + batch_size] for i in range(0, order.size, batch_size)]
-        for i, g in enumerate(rng.permutation(len(groups))):
-            yield SeaterBatch(groups[g], (epoch_key, i))
+        for i, g in enumerate(length_batches(rng, self.ex_len, batch_size, self.bucket)):
+            yield SeaterBatch(g, (epoch_key, i))
 
     def history_tokens(self, histories: Sequences) -> np.ndarray:
         """Most recent ``max_len`` items as leaf node ids, left-padded with -1. [B, T]."""
@@ -122,7 +112,8 @@ class SeaterTask:
         tokens = Sequences(h.offsets, self.item_leaf[h.values])
         return tokens.to_padded(pad=-1)
 
-    def loss(self, batch: SeaterBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: SeaterBatch, module: torch.nn.Module | None = None
+             ) -> tuple[torch.Tensor, dict[str, float]]:
         """Eq. 9. Every part is computed whatever its weight, so arms of an ablation see
         the same batches, negatives and dropout masks and differ only in the gradient."""
         idx = batch.idx
@@ -140,7 +131,7 @@ class SeaterTask:
         dev = self.device
         history = torch.from_numpy(self.history_tokens(hist)).to(dev)
         paths = torch.from_numpy(self.paths[cand]).to(dev)  # (B, W, L)
-        logits, z_x, z_y = self.module(history, paths, self.children)
+        logits, z_x, z_y = (module or self.model)(history, paths, self.children)
         slots = torch.from_numpy(self.slots[targets]).to(dev)
         parts: dict[str, torch.Tensor] = {"gen": generation_loss(logits, slots, cfg.gen_reduction)}
         flat = paths[:, 0].flatten()

@@ -22,7 +22,7 @@ from service.model.dense import DenseEngine
 from service.model.engine import smoke_check
 from service.model.load import load_engine
 from service.settings import Settings
-from tests.service.bundles import fit_briefly
+from tests.helpers import fit_briefly
 from tests.service.conftest import running
 
 N = 10

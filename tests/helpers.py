@@ -1,0 +1,20 @@
+"""Helpers shared by tests of several packages (no test module imports another)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def fit_briefly(task, model: torch.nn.Module, batch_size: int, steps: int,
+                rng: np.random.Generator | None = None, lr: float = 1e-2) -> torch.nn.Module:
+    """A few Adam steps on ``task.loss`` (seeded), so scores are not uniform: ties would
+    make top-n comparisons meaningless. Returns the model in eval mode."""
+    opt = torch.optim.Adam(model.parameters(), lr)
+    rng = rng if rng is not None else np.random.default_rng(0)
+    for batch, _ in zip(task.batches(rng, batch_size), range(steps), strict=False):
+        loss, _ = task.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
