@@ -61,6 +61,8 @@ def publish_bundle(out_root: Path, version: str, files: Sequence[str],
     final = out_root / version
     if final.exists():
         raise FileExistsError(f"{final} exists: bundles are immutable, pick a new --version")
+    if point_current:
+        _check_current(out_root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=out_root))
     try:
         fields = write(tmp)
@@ -87,13 +89,19 @@ def publish_bundle(out_root: Path, version: str, files: Sequence[str],
     return final
 
 
-def set_current(out_root: Path, version: str) -> Path:
-    """Point ``out_root/current`` at ``version`` (a relative symlink, swapped atomically,
-    so it resolves inside a container that mounts the whole root too)."""
+def _check_current(out_root: Path) -> Path:
+    """``<root>/current`` must be a link (or absent), checked before a bundle is written."""
     link = Path(out_root) / CURRENT
     if link.exists() and not link.is_symlink():
         raise FileExistsError(f"{link} exists and is not a link: move it away so that "
                               "`current` can point at the latest bundle")
+    return link
+
+
+def set_current(out_root: Path, version: str) -> Path:
+    """Point ``out_root/current`` at ``version`` (a relative symlink, swapped atomically,
+    so it resolves inside a container that mounts the whole root too)."""
+    link = _check_current(out_root)
     tmp = Path(out_root) / f".{CURRENT}.{os.getpid()}"
     tmp.unlink(missing_ok=True)
     os.symlink(version, tmp)

@@ -47,6 +47,15 @@ def log_csv(tmp_path_factory) -> Path:
 COLS = ["--user-col", "uid", "--item-col", "sku", "--time-col", "ts"]
 
 
+def _seater_16():
+    from training.seater.model import SeaterParams
+
+    return SeaterParams(d_model=16, max_len=8)
+
+
+SEATER_16 = _seater_16()
+
+
 def invoke(*args: str):
     return CliRunner().invoke(app, list(args))
 
@@ -340,3 +349,31 @@ def test_a_checkpoint_with_a_foreign_object_is_refused_not_unpickled(runs, tmp_p
     assert_one_error_line(invoke("export", "--run", str(run), "--out", str(tmp_path / "a")),
                           "could run code")
     assert_one_error_line(invoke("evaluate", "--run", str(run)), "could run code")
+
+
+def test_a_current_that_is_not_a_link_is_refused_before_anything_is_written(runs, tmp_path):
+    (tmp_path / "current").mkdir()
+    res = invoke("export", "--run", str(runs / "sasrec-loo"), "--out", str(tmp_path))
+    assert_one_error_line(res, "is not a link")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current"]  # no bundle, no temp
+
+
+def test_the_best_sasrec_run_of_the_width_is_chosen(runs, log_csv, tmp_path):
+    import shutil
+
+    from training.data import load_dataset as load
+    from training.seater.pipeline import SeaterRun, best_sasrec_run
+
+    out = tmp_path / "runs"
+    shutil.copytree(runs, out / "log")
+    data = load(str(log_csv), options_for(COLS))
+    cfg = SeaterRun(out_dir=str(out), model=SEATER_16)
+    assert best_sasrec_run(cfg, data) == out / "log" / "sasrec-loo"
+    other = out / "log" / "sasrec-better"
+    shutil.copytree(out / "log" / "sasrec-loo", other)
+    result = json.loads((other / "result.json").read_text())
+    result[0]["metrics"]["valid"]["ndcg@10"] += 1.0
+    (other / "result.json").write_text(json.dumps(result))
+    (other / "data.json").unlink()  # a folder from before fingerprints: matched by items
+    assert best_sasrec_run(cfg, data) == other
+    assert best_sasrec_run(SeaterRun(out_dir=str(out)), data) is None  # no 64-wide run

@@ -90,12 +90,16 @@ def best_sasrec_run(cfg: SeaterRun, data: InteractionData) -> Path | None:
         try:
             conf = json.loads((folder / "config.json").read_text())
             fit = json.loads((folder / "result.json").read_text())[0]
-            prints = json.loads((folder / FINGERPRINT).read_text())
         except (OSError, ValueError, IndexError, KeyError):
             continue
         if not (folder / "fit" / "item_emb.npy").is_file() or "tree" in conf:
             continue
-        if (prints.get("sha256") != want or conf.get("protocol") != cfg.protocol
+        prints = folder / FINGERPRINT  # absent in folders of older versions: items must match
+        same_data = (json.loads(prints.read_text()).get("sha256") == want if prints.is_file()
+                     else fit.get("dataset") == data.name
+                     and np.load(folder / "fit" / "item_emb.npy", mmap_mode="r").shape[0]
+                     == data.n_items)
+        if (not same_data or conf.get("protocol") != cfg.protocol
                 or conf.get("model", {}).get("d_model") != cfg.model.d_model):
             continue
         score = fit.get("metrics", {}).get("valid", {}).get(cfg.train.metric)
