@@ -215,7 +215,7 @@ def quiet_exporter() -> Iterator[None]:
                                                   "torch._dynamo", "onnx_ir")]
         levels = [lg.level for lg in loggers]
         for lg in loggers:
-            lg.setLevel(logging.WARNING)
+            lg.setLevel(logging.ERROR)  # its warnings (e.g. "torchvision is not installed") too
         try:
             yield
         finally:
