@@ -88,8 +88,14 @@ def open_run_dir(run_dir: Path, config: dict[str, Any], data: InteractionData, r
                      "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()))
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        old_cfg.write_text(json.dumps(config, indent=2))
-        old_data.write_text(json.dumps(fingerprint, indent=2))
+        _write_atomic(old_cfg, json.dumps(config, indent=2))  # other ranks may be reading
+        _write_atomic(old_data, json.dumps(fingerprint, indent=2))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def has_state(run_dir: Path) -> bool:
