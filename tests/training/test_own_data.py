@@ -121,6 +121,24 @@ def test_parquet_integer_ids_with_a_missing_value_stay_integers(tmp_path):
     assert set(d.item_ids.tolist()) == {"10", "11", "12"}
 
 
+def test_item_metadata_joins_on_the_exact_id_strings(tmp_path):
+    log = tmp_path / "log.csv"
+    pd.DataFrame({"user": ["u", "u", "v", "v"], "item": ["007", "7", "007", "x"],
+                  "timestamp": [1, 2, 1, 2]}).to_csv(log, index=False)
+    meta = tmp_path / "items.csv"
+    pd.DataFrame({"item": ["007", "7", "x"], "title": ["agent", "seven", "ex"],
+                  "categories": ["Toys > Spy", "", "Toys"], "brand": ["A", "B", ""]}
+                 ).to_csv(meta, index=False)
+    from training.data import DataOptions
+
+    d = load_dataset(str(log), DataOptions(items=str(meta)))
+    by_id = dict(zip(d.item_ids.tolist(), d.item_text.title, strict=True))
+    assert by_id == {"007": "agent", "7": "seven", "x": "ex"}
+    i = d.item_ids.tolist().index("007")
+    assert d.item_text.categories[i] == [["Toys", "Spy"]]
+    assert d.item_text.attributes["brand"][i] == "A"
+
+
 def test_tsv_logs_load_and_unknown_suffixes_say_so(tmp_path):
     tsv = tmp_path / "log.tsv"
     make_log(10).to_csv(tsv, sep="\t", index=False)

@@ -272,7 +272,7 @@ def read_item_metadata(path: Path, item_ids: np.ndarray, item_col: str = "item")
         raise DataError(f"{path} not found: --items takes a CSV, TSV or Parquet file with "
                         f"an id column ({item_col}, item_id or id) and title/categories/"
                         "attribute columns")
-    df = read_table(path)
+    df = read_table(path, id_cols=(item_col, "item_id", "id"))  # "007" stays "007"
     id_col = next((c for c in (item_col, "item_id", "id") if c in df.columns), None)
     if id_col is None:
         raise DataError(f"{path}: no item id column; expected one of {item_col!r}, 'item_id', "
