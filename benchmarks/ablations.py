@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
@@ -58,6 +61,13 @@ def label(entry: dict[str, Any]) -> str:
         parts.append("scratch")
     if rank > 0 and losses.get("rank_cosine_scale", 0) > 0:
         parts.append(f"cosine rank score x{losses['rank_cosine_scale']:g}")
+    if "preset" in cfg:  # rows written since presets exist; earlier rows ran without one
+        parts.append(f"preset {cfg['preset']}")
+    if entry.get("sasrec_run"):
+        parts.append(f"on {Path(entry['sasrec_run']).name}")
+    seed = cfg.get("train", {}).get("seed", 0)
+    if seed:
+        parts.append(f"seed {seed}")
     if refit:
         parts.append(refit.strip())
     if budgeted(entry):
@@ -122,6 +132,33 @@ def _gaps(a: dict[str, float], b: dict[str, float]) -> tuple[str, str]:
     return _rel(a["recall@10"], b["recall@10"]), _rel(a["ndcg@10"], b["ndcg@10"])
 
 
+def seed_means(runs: list[dict[str, Any]], by: dict[str, dict[str, float]]) -> list[str]:
+    """SEATER configurations run with several seeds: mean ± std (sample) of recall@10 and
+    ndcg@10, against the strongest SASRec row of the same protocol (fit or refit)."""
+    groups: dict[str, list[dict[str, float]]] = {}
+    for r in runs:
+        name = label(r)
+        if name.startswith("SEATER") and not name.endswith("*") and "@beam" not in r["key"]:
+            groups.setdefault(re.sub(r" seed \d+", "", name), []).append(r["metrics"]["test"])
+    lines = []
+    for name, ms in sorted(groups.items()):
+        if len(ms) < 2:
+            continue
+        refit = name.endswith("(refit)")
+        sasrecs = [k for k in by if k.startswith("SASRec") and k.endswith("(refit)") == refit]
+        best = max(sasrecs, key=lambda k: by[k]["recall@10"], default=None)
+        stats = {c: (float(np.mean([m[c] for m in ms])), float(np.std([m[c] for m in ms],
+                                                                       ddof=1)))
+                 for c in ("recall@10", "ndcg@10")}
+        text = ", ".join(f"{c} {mu:.4f} ± {sd:.4f}" for c, (mu, sd) in stats.items())
+        line = f"- {name}, {len(ms)} seeds: {text}"
+        if best:
+            gaps = ", ".join(f"{c} {stats[c][0] / by[best][c] - 1:+.1%}" for c in stats)
+            line += f"; vs {best}: {gaps}"
+        lines.append(line + ".")
+    return lines
+
+
 def findings(runs: list[dict[str, Any]], dataset: str) -> str:
     """The gaps the issue asks the report to state, computed from the rows above."""
     rows = {label(r): r for r in runs}
@@ -141,6 +178,7 @@ def findings(runs: list[dict[str, Any]], dataset: str) -> str:
             lines.append(f"- {mine} vs {theirs}: recall@10 {a['recall@10']:.4f} vs "
                          f"{b['recall@10']:.4f} ({r10}), ndcg@10 {a['ndcg@10']:.4f} vs "
                          f"{b['ndcg@10']:.4f} ({n10}).")
+    lines += seed_means(runs, by)
     ref, main = TIGER.get(dataset), by.get("SEATER balanced (refit)") or by.get("SEATER balanced")
     if ref and main:
         lines.append("- SEATER vs TIGER (published): recall@10 {}, ndcg@10 {}."

@@ -98,3 +98,21 @@ def test_seater_is_also_compared_with_the_strongest_sasrec():
 def test_no_pairs_no_findings():
     assert findings([row("sasrec", "ss-d64-L1-h1-len50-neg256-sequence", 0.08, 0.05, **SASREC)],
                     "beauty") == ""
+
+
+def test_seeds_of_one_configuration_give_mean_and_std_against_the_strongest_sasrec():
+    def seeded(seed: int, r10: float, n10: float) -> dict:
+        cfg = {**SEATER, "preset": "default", "train": {"epochs": 200, "seed": seed}}
+        entry = row("seater", f"s{seed}", r10, n10, **cfg)
+        entry["config"] = cfg
+        entry["sasrec_run"] = "runs/beauty/sasrec-tuned"
+        return entry
+
+    runs = [row("sasrec", "a", 0.0800, 0.0500, **SASREC),
+            seeded(0, 0.0700, 0.0400), seeded(1, 0.0720, 0.0420), seeded(2, 0.0740, 0.0440)]
+    assert label(runs[2]) == "SEATER balanced preset default on sasrec-tuned seed 1"
+    text = findings(runs, "beauty")
+    # mean .0720, sample std .0020; .0720 / .0800 - 1 = -10.0%
+    assert ("SEATER balanced preset default on sasrec-tuned, 3 seeds: recall@10 0.0720 ± "
+            "0.0020, ndcg@10 0.0420 ± 0.0020; vs SASRec: recall@10 -10.0%, ndcg@10 -16.0%"
+            in text)
