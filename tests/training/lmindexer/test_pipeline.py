@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -125,3 +126,29 @@ def test_cli_errors_are_messages(tmp_path):
     shutil.rmtree(tmp_path, ignore_errors=True)
     r = runner.invoke(app, ["index", "ami", "-d", SPEC, "--run", str(tmp_path / "x")])
     assert r.exit_code == 2 and "codes.npy not found" in r.output
+
+
+def test_semantic_ids_run_on_a_csv_log_with_an_items_file(tmp_path):
+    """A team's own log and metadata (``--items``) are enough for semantic IDs."""
+    import pandas as pd
+
+    from training.data import DataOptions
+
+    rng = np.random.default_rng(0)
+    words = ["red lipstick", "blue lipstick", "green tent", "big tent", "hiking boot",
+             "running boot", "nail polish", "face cream"]
+    items = [f"sku-{i}" for i in range(40)]
+    pd.DataFrame({"sku": items, "title": [f"{words[i % 8]} model {i}" for i in range(40)],
+                  "categories": ["Beauty > Lips" if i % 8 < 2 else "Outdoor > Camping"
+                                 for i in range(40)]}).to_csv(tmp_path / "items.csv",
+                                                               index=False)
+    rows = [{"uid": f"u{u}", "sku": items[int(j)], "ts": t}
+            for u in range(30) for t, j in enumerate(rng.choice(40, 4, replace=False))]
+    pd.DataFrame(rows).to_csv(tmp_path / "log.csv", index=False)
+    cfg = replace(small_run(tmp_path / "runs"), dataset=str(tmp_path / "log.csv"),
+                  data=DataOptions(user_col="uid", item_col="sku", time_col="ts",
+                                   items=str(tmp_path / "items.csv")))
+    report = run_semantic(cfg, encoder=hashing_encoder(), encoder_name="h")
+    codes = np.load(tmp_path / "runs" / "log" / "semantic" / "codes.npy")
+    in_log = len({r["sku"] for r in rows})  # codes for the items the log has
+    assert codes.shape[0] == report["n_items"] == in_log > 30
