@@ -72,11 +72,29 @@ PresetOpt = Annotated[str | None, typer.Option(
 RefitOpt = Annotated[bool | None, typer.Option(
     "--refit/--no-refit", help="loo only: after early stopping, retrain on train+validation "
     "for the best number of epochs, then test (default: no).")]
-BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Batch size.")]
+BatchOpt = Annotated[int | None, typer.Option(
+    "--batch-size", help="Batch size (default: 128).")]
+DModelOpt = Annotated[int | None, typer.Option(
+    "--d-model", help="Embedding size, the model width (default: 64).")]
+MaxLenOpt = Annotated[int | None, typer.Option(
+    "--max-len", help="History length (default: 50).")]
+
+# The options both training commands take -> the config keys they set.
+RUN_KEYS = {"protocol": "protocol", "refit": "refit", "out": "out_dir", "name": "name",
+            "reports_dir": "reports_dir", "preset": "preset", "d_model": "model.d_model",
+            "max_len": "model.max_len", "epochs": "train.epochs", "patience": "train.patience",
+            "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
+            "device": "train.device", "threads": "train.threads"}
 LrOpt = Annotated[float | None, typer.Option("--lr", help="Adam learning rate (default: 0.001).")]
 NameOpt = Annotated[str | None, typer.Option(
     "--name", help="Run name (folder) (default: sasrec-<protocol> or "
     "seater-<protocol>-<ids>-k<k>).")]
+
+
+def _run_flags(dataset: str | None, data: dict[str, Any], **given: Any) -> dict[str, Any]:
+    """Config flags of the options every training command shares (``RUN_KEYS``)."""
+    return {"dataset": _dataset_spec(dataset), **data,
+            **{RUN_KEYS[k]: v for k, v in given.items()}}
 
 
 def _train(cls: type, presets: dict[str, Any], config: Path | None, flags: dict[str, Any],
@@ -145,14 +163,12 @@ def train_sasrec(
     min_interactions: MinInteractionsOpt = None,
     protocol: ProtocolOpt = None,
     refit: RefitOpt = None,
-    d_model: Annotated[int | None, typer.Option(
-        "--d-model", help="Embedding size (default: 64).")] = None,
+    d_model: DModelOpt = None,
     n_layers: Annotated[int | None, typer.Option(
         "--layers", help="Transformer blocks (default: 1).")] = None,
     n_heads: Annotated[int | None, typer.Option(
         "--heads", help="Attention heads (default: 1).")] = None,
-    max_len: Annotated[int | None, typer.Option(
-        "--max-len", help="History length (default: 50).")] = None,
+    max_len: MaxLenOpt = None,
     dropout: Annotated[float | None, typer.Option(
         "--dropout", help="Dropout rate (default: 0.2).")] = None,
     loss: Annotated[str | None, typer.Option(
@@ -162,8 +178,7 @@ def train_sasrec(
         "--negatives", help="Sampled negatives for the ss loss (default: 256).")] = None,
     epochs: EpochsOpt = None,
     patience: PatienceOpt = None,
-    batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", help="Batch size (default: 128).")] = None,
+    batch_size: BatchOpt = None,
     lr: LrOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
@@ -182,14 +197,14 @@ def train_sasrec(
 
     setup_logging(verbose)
     flags = {
-        "dataset": _dataset_spec(dataset), "protocol": protocol, "refit": refit,
-        "out_dir": out, "name": name, "reports_dir": reports_dir, "preset": preset,
-        **data_flags(user_col, item_col, time_col, items, min_interactions),
-        "model.d_model": d_model, "model.n_layers": n_layers, "model.n_heads": n_heads,
-        "model.max_len": max_len, "model.dropout": dropout, "model.loss": loss,
-        "model.n_negatives": n_negatives,
-        "train.epochs": epochs, "train.patience": patience, "train.batch_size": batch_size,
-        "train.lr": lr, "train.seed": seed, "train.device": device, "train.threads": threads,
+        **_run_flags(dataset, data_flags(user_col, item_col, time_col, items,
+                                         min_interactions),
+                     protocol=protocol, refit=refit, out=out, name=name,
+                     reports_dir=reports_dir, preset=preset, d_model=d_model,
+                     max_len=max_len, epochs=epochs, patience=patience,
+                     batch_size=batch_size, lr=lr, seed=seed, device=device, threads=threads),
+        "model.n_layers": n_layers, "model.n_heads": n_heads, "model.dropout": dropout,
+        "model.loss": loss, "model.n_negatives": n_negatives,
     }
     _train(SASRecRun, PRESETS, config, flags, overrides, show_config, resume, run_sasrec)
 
@@ -228,14 +243,11 @@ def train_seater(
         "--lambda-align", help="Weight of the alignment loss (0 = off).")] = None,
     lambda_rank: Annotated[float | None, typer.Option(
         "--lambda-rank", help="Weight of the ranking loss (0 = off).")] = None,
-    d_model: Annotated[int | None, typer.Option(
-        "--d-model", help="Model width (default: 64).")] = None,
-    max_len: Annotated[int | None, typer.Option(
-        "--max-len", help="History length (default: 50).")] = None,
+    d_model: DModelOpt = None,
+    max_len: MaxLenOpt = None,
     epochs: EpochsOpt = None,
     patience: PatienceOpt = None,
-    batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", help="Batch size (default: 128).")] = None,
+    batch_size: BatchOpt = None,
     lr: LrOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
@@ -255,15 +267,15 @@ def train_seater(
 
     setup_logging(verbose)
     flags = {
-        "dataset": _dataset_spec(dataset), "protocol": protocol, "refit": refit,
-        "out_dir": out, "name": name, "reports_dir": reports_dir, "preset": preset,
-        **data_flags(user_col, item_col, time_col, items, min_interactions),
+        **_run_flags(dataset, data_flags(user_col, item_col, time_col, items,
+                                         min_interactions),
+                     protocol=protocol, refit=refit, out=out, name=name,
+                     reports_dir=reports_dir, preset=preset, d_model=d_model,
+                     max_len=max_len, epochs=epochs, patience=patience,
+                     batch_size=batch_size, lr=lr, seed=seed, device=device, threads=threads),
         "sasrec_run": sasrec_run, "init_from_sasrec": init,
         "beam_size": beam, "tree.ids": ids, "tree.k": k, "tree.codes": codes,
-        "model.d_model": d_model, "model.max_len": max_len,
         "losses.lambda_align": lambda_align, "losses.lambda_rank": lambda_rank,
-        "train.epochs": epochs, "train.patience": patience, "train.batch_size": batch_size,
-        "train.lr": lr, "train.seed": seed, "train.device": device, "train.threads": threads,
     }
     _train(SeaterRun, PRESETS, config, flags, overrides, show_config, resume, run_seater)
 
