@@ -18,3 +18,15 @@ def fit_briefly(task, model: torch.nn.Module, batch_size: int, steps: int,
         loss.backward()
         opt.step()
     return model.eval()
+
+
+def assert_one_error_line(res, *needles: str) -> str:
+    """A CLI result that is a user's mistake: exit 2, no traceback, exactly one ``error:``
+    line holding every needle. Returns that line."""
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, res.output
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from service.model.load import load_engine
 from service.offline import OfflineConfig, OfflineError, Recommender
 from service.settings import HARD_MAX_HISTORY, Settings
+from tests.helpers import assert_one_error_line
 from tests.service.bundles import copy_bundle
 from tests.service.conftest import running
 from training.cli import app
@@ -28,16 +29,6 @@ SYNTHETIC = "synthetic:n_users=300,n_items=90,n_clusters=5,seed=3"
 
 def invoke(*args: str):
     return CliRunner().invoke(app, ["recommend", *args])
-
-
-def one_error_line(res, *needles: str) -> str:
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output
-    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, res.output
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -150,15 +141,15 @@ def test_mistakes_are_one_error_line_before_any_work(tiny_bundle, tmp_path, args
         if flag in args:
             del base[flag]
     res = invoke(*[x for kv in base.items() for x in kv], "--dataset", SYNTHETIC, *args)
-    one_error_line(res, *needles)
+    assert_one_error_line(res, *needles)
     assert not list(tmp_path.glob("*.parquet")) and not list(tmp_path.glob(".*tmp"))
 
 
 def test_the_dataset_and_the_users_are_one_or_the_other(tiny_bundle, tmp_path):
     out = str(tmp_path / "recs.parquet")
-    one_error_line(invoke("--bundle", str(tiny_bundle.path), "--out", out),
+    assert_one_error_line(invoke("--bundle", str(tiny_bundle.path), "--out", out),
                    "exactly one of --users", "--dataset")
-    one_error_line(invoke("--bundle", str(tiny_bundle.path), "--out", out,
+    assert_one_error_line(invoke("--bundle", str(tiny_bundle.path), "--out", out,
                           "--dataset", "no-such-dataset"), "'no-such-dataset' not found")
 
 

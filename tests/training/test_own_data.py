@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers import assert_one_error_line
 from training.cli import app
 from training.data import DataError, load_dataset, load_interaction_log
 
@@ -58,15 +59,6 @@ SEATER_16 = _seater_16()
 
 def invoke(*args: str):
     return CliRunner().invoke(app, list(args))
-
-
-def assert_one_error_line(res, *needles: str) -> None:
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output
-    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, res.output
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 # --- reading the log --------------------------------------------------------------------
