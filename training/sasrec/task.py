@@ -18,15 +18,13 @@ class SASRecTask:
 
     Rows are left-padded once up front; a batch is trimmed to the longest row in it,
     which is exact because padded positions are masked and positions right-aligned.
-    With ``bucket`` the epoch groups rows of similar length into batches (shuffled in
-    chunks, then the batch order shuffled), which trims far more padding.
+    Batches are plainly shuffled, not length-bucketed: every SASRec row reported so far
+    was trained that way.
     """
 
-    def __init__(self, model: SASRec, train: Sequences, device: torch.device,
-                 bucket: bool = False) -> None:
+    def __init__(self, model: SASRec, train: Sequences, device: torch.device) -> None:
         self.model = model
         self.device = device
-        self.bucket = bucket
         keep = np.flatnonzero(train.lengths >= 2)
         windows = train.take(keep).tail(model.p.max_len + 1)
         self.rows = windows.to_padded(model.p.max_len + 1, pad=model.pad_id)  # (U, L+1)
@@ -36,7 +34,7 @@ class SASRecTask:
         return -(-len(self.rows) // batch_size)
 
     def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[np.ndarray]:
-        yield from length_batches(rng, self.lengths, batch_size, self.bucket)
+        yield from length_batches(rng, self.lengths, batch_size, bucket=False)
 
     def examples_in(self, batch: np.ndarray) -> int:
         return len(batch)

@@ -65,14 +65,13 @@ class SeaterTask:
     """
 
     def __init__(self, model: Seater, tree: IdTree, train: Sequences, device: torch.device,
-                 losses: LossConfig, beam_size: int = 50, bucket: bool = True) -> None:
+                 losses: LossConfig, beam_size: int = 50) -> None:
         self.model = model
         self.tree = tree
         self.device = device
         self.losses = losses
         self.beam_size = beam_size
         self.train = train
-        self.bucket = bucket
         min_history = 1  # every prefix with at least one item predicts its next one
         counts = np.maximum(train.lengths - min_history, 0)
         self.ex_row = np.repeat(np.arange(len(train)), counts)
@@ -95,15 +94,14 @@ class SeaterTask:
         return len(batch.idx)
 
     def batches(self, rng: np.random.Generator, batch_size: int) -> Iterator[SeaterBatch]:
-        """Shuffled; with ``bucket``, examples of similar history length share a batch
-        (sorted inside shuffled chunks of 64 batches, batch order shuffled again), so a
-        batch is padded to ~its own length instead of the longest history (5x faster on
-        Beauty, where most prefixes are a few items long).
+        """Shuffled and length-bucketed (``training.batching``): examples of similar
+        history length share a batch, so a batch is padded to about its own length
+        instead of the longest history, most prefixes being a few items long.
 
         ``rng`` is the shuffle's alone: one draw per epoch seeds the batches' sampling
         streams, and nothing else takes from it."""
         epoch_key = int(rng.integers(2**63))
-        for i, g in enumerate(length_batches(rng, self.ex_len, batch_size, self.bucket)):
+        for i, g in enumerate(length_batches(rng, self.ex_len, batch_size, bucket=True)):
             yield SeaterBatch(g, (epoch_key, i))
 
     def history_tokens(self, histories: Sequences) -> np.ndarray:
