@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -30,3 +32,25 @@ def assert_one_error_line(res, *needles: str) -> str:
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
+
+
+class ToyNodes(NamedTuple):
+    """Node tokens of a four-node tree for the alignment loss by hand."""
+
+    emb: torch.Tensor
+    parent: torch.Tensor
+    tokens: torch.Tensor
+    tau: float
+
+    def c(self, a: int, b: int) -> float:
+        """Cosine of nodes ``a`` and ``b`` over tau: one logit of the alignment loss."""
+        e = torch.nn.functional.normalize(self.emb, dim=-1)
+        return float(e[a] @ e[b]) / self.tau
+
+
+def toy_nodes() -> ToyNodes:
+    """Nodes 0 (the root), 1 and 2 (its children) and 3 (a child of 1): small enough that
+    every InfoNCE term can be written out, with an anchor that has a child."""
+    return ToyNodes(emb=torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, -1.0]]),
+                    parent=torch.tensor([-1, 0, 0, 1]), tokens=torch.tensor([0, 1, 2, 3]),
+                    tau=0.5)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from indexer import BuildConfig, build_tree, exhaustive_search
+from tests.helpers import toy_nodes
 from training.data import Sequences
 from training.seater.losses import (
     alignment_loss,
@@ -45,23 +46,15 @@ def test_generation_loss_by_hand():
 
 
 def test_alignment_loss_by_hand():
-    # nodes: 0 root, 1 and 2 its children, 3 child of 1
-    emb = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, -1.0]])
-    parent = torch.tensor([-1, 0, 0, 1])
-    tokens = torch.tensor([0, 1, 2, 3])
-    tau = 0.5
-    e = torch.nn.functional.normalize(emb, dim=-1).numpy()
-
-    def c(a, b):
-        return float(e[a] @ e[b]) / tau
-
+    nodes = toy_nodes()
+    c = nodes.c
     # anchor 1: positive root 0; excluded: itself and its child 3; negatives: 2
     l1 = -c(1, 0) + math.log(math.exp(c(1, 0)) + math.exp(c(1, 2)))
     # anchor 2: positive 0; candidates 0, 1, 3
     l2 = -c(2, 0) + math.log(sum(math.exp(c(2, j)) for j in (0, 1, 3)))
     # anchor 3: positive 1; candidates 0, 1, 2
     l3 = -c(3, 1) + math.log(sum(math.exp(c(3, j)) for j in (0, 1, 2)))
-    got = alignment_loss(emb, tokens, parent, tau).item()
+    got = alignment_loss(nodes.emb, nodes.tokens, nodes.parent, nodes.tau).item()
     assert got == pytest.approx((l1 + l2 + l3) / 3, rel=1e-5)
 
 

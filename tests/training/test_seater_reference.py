@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from indexer import BuildConfig, build_tree
+from tests.helpers import toy_nodes
 from training.seater.encoder import PostNormBlock, TransformerEncoder
 from training.seater.losses import (
     alignment_loss,
@@ -43,24 +44,18 @@ def test_generation_loss_mean_over_tokens_by_hand():
 
 
 def test_alignment_keeps_the_anchors_children_among_negatives_by_hand():
-    # nodes: 0 root, 1 and 2 its children, 3 child of 1 (as in test_seater)
-    emb = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, -1.0]])
-    parent = torch.tensor([-1, 0, 0, 1])
-    tokens = torch.tensor([0, 1, 2, 3])
-    tau = 0.5
-    e = torch.nn.functional.normalize(emb, dim=-1).numpy()
-
-    def c(a, b):
-        return float(e[a] @ e[b]) / tau
+    nodes = toy_nodes()
+    c = nodes.c
 
     def nce(anchor, pos, others):
         return -c(anchor, pos) + math.log(sum(math.exp(c(anchor, j)) for j in others))
 
     # anchor 1 now also has its child 3 in the denominator
     want = (nce(1, 0, (0, 2, 3)) + nce(2, 0, (0, 1, 3)) + nce(3, 1, (0, 1, 2))) / 3
-    got = alignment_loss(emb, tokens, parent, tau, mask_children=False).item()
+    args = (nodes.emb, nodes.tokens, nodes.parent, nodes.tau)
+    got = alignment_loss(*args, mask_children=False).item()
     assert got == pytest.approx(want, rel=1e-5)
-    assert got != pytest.approx(alignment_loss(emb, tokens, parent, tau).item(), rel=1e-3)
+    assert got != pytest.approx(alignment_loss(*args).item(), rel=1e-3)
 
 
 def test_reference_ranking_loss_by_hand():
