@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,22 +45,24 @@ def load_s3rec(folder: Path, name: str | None = None) -> InteractionData:
                 raise DataError(f"{path}:{lineno}: a user line needs at least one item")
             users.append(parts[0])
             rows.append(parts[1:])
-    flat = np.array([x for r in rows for x in r])
-    item_ids, values = _index_ids(flat)
-    lengths = np.array([len(r) for r in rows], dtype=np.int64)
-    seqs = Sequences.from_lengths(lengths, values)
-    text = None
     items_path = folder / "items.tsv"
-    if items_path.is_file():
-        text = read_items_tsv(items_path, item_ids)
-    return InteractionData(
-        name=name or folder.name,
-        sequences=seqs,
-        item_ids=item_ids,
-        user_ids=np.array(users),
-        item_text=text,
-        source=str(path),
-    )
+    return _interactions(
+        name or folder.name, path, np.array(users), np.array([len(r) for r in rows]),
+        np.array([x for r in rows for x in r]),
+        lambda ids: read_items_tsv(items_path, ids) if items_path.is_file() else None)
+
+
+def _interactions(name: str, source: Path, user_ids: np.ndarray, lengths: np.ndarray,
+                  items: np.ndarray, read_text: Callable[[np.ndarray], ItemText | None],
+                  meta: dict[str, Any] | None = None) -> InteractionData:
+    """A dataset from every user's item ids in time order, user after user (``lengths``
+    items each): each format indexes its ids the same way (``_index_ids``), and
+    ``read_text`` gets those ids to key the item text by."""
+    item_ids, values = _index_ids(items)
+    return InteractionData(name=name, sequences=Sequences.from_lengths(lengths, values),
+                           item_ids=item_ids, user_ids=user_ids.astype(str),
+                           item_text=read_text(item_ids), source=str(source),
+                           meta=meta or {})
 
 
 def _index_ids(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -240,25 +243,18 @@ def load_interaction_log(
                         f"{min_user_len} and items with >= {min_item_freq} interactions")
     df = df.sort_values([user_col, time_col], kind="stable")
     users, user_idx = np.unique(df[user_col].to_numpy(), return_inverse=True)
-    item_ids, values = _index_ids(df[item_col].to_numpy().astype(str))
     order = np.argsort(user_idx, kind="stable")
-    lengths = np.bincount(user_idx, minlength=len(users))
-    seqs = Sequences.from_lengths(lengths, values[order])
-    text = read_item_metadata(Path(items), item_ids, item_col) if items else None
+    data = _interactions(
+        name or path.stem, path, users, np.bincount(user_idx, minlength=len(users)),
+        df[item_col].to_numpy().astype(str)[order],
+        lambda ids: read_item_metadata(Path(items), ids, item_col) if items else None,
+        meta={"hygiene": counts})
     log.info("loaded %s: %d users, %d items, %d interactions; dropped %d rows with missing "
              "values, %d duplicate rows, %d rows / %d users below the core (%s)", path,
-             len(users), len(item_ids), len(df), counts["rows_with_missing_values"],
+             data.n_users, data.n_items, len(df), counts["rows_with_missing_values"],
              counts["duplicate_rows"], counts["core_dropped_rows"],
              counts["core_dropped_users"], counts["core"])
-    return InteractionData(
-        name=name or path.stem,
-        sequences=seqs,
-        item_ids=item_ids,
-        user_ids=users.astype(str),
-        item_text=text,
-        source=str(path),
-        meta={"hygiene": counts},
-    )
+    return data
 
 
 def read_item_metadata(path: Path, item_ids: np.ndarray, item_col: str = "item") -> ItemText:
