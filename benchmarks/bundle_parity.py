@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import ROOT, closing_load, pinned_threads, provenance
+from benchmarks.common import ROOT, closing_load, pinned_threads, provenance, write_report
 from service.model.bundle import BundleError
 from service.model.load import load_engine
 from service.settings import Settings
@@ -56,9 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bundle_parity: {exc}", file=sys.stderr)
             return 2
     closing_load(out)
-    path = Path(args.out or ROOT / "reports" / "bench" / f"bundle_parity_{out['dataset']}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    write_report(out, args.out or ROOT / "reports" / "bench"
+                 / f"bundle_parity_{out['dataset']}.json")
     print(json.dumps({k: out[k] for k in ("users", "identical_lists", f"mean_overlap@{args.n}",
                                           "seconds")}))
     return 0

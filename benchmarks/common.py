@@ -10,6 +10,7 @@ instead of environment variables set before numpy is imported.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import time
@@ -23,6 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def command(module: str, argv: Sequence[str]) -> str:
     """The command line that reproduces this run, as ``python -m benchmarks.<name> ...``."""
     return shlex.join(["python", "-m", module, *argv])
+
+
+def write_report(report: dict[str, Any], out: str | Path) -> Path:
+    """Write a benchmark's report JSON (its folder made if needed) and say where it went:
+    every benchmark leaves its figures the same way, so they read and diff alike."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
 
 
 def _proc_cpu() -> dict[int, tuple[float, str]]:

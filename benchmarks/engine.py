@@ -30,7 +30,6 @@ and ``timing_valid`` is false when more than ``--max-load`` cores were busy.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -41,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import ROOT, closing_load, pinned_threads, provenance
+from benchmarks.common import ROOT, closing_load, pinned_threads, provenance, write_report
 from indexer.search import beam_search
 from service.model.bundle import load_seater_bundle
 from service.model.seater import SeaterEngine
@@ -366,9 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         report["threads"] = pinned
         report["engine"] = run_engine_benchmarks(args)
     footer(report)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
     return 0
 
 

@@ -26,15 +26,13 @@ wall time under whatever else the machine was running (the load is recorded).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import closing_load, pinned_threads, provenance
+from benchmarks.common import closing_load, pinned_threads, provenance, write_report
 from indexer import (
     BuildConfig,
     DotProductScorer,
@@ -378,10 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     report["summary"] = summarise(report)
     print_table(report)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out} in {report['total_seconds']} s")
+    write_report(report, args.out)
     return 0
 
 

@@ -54,6 +54,7 @@ from benchmarks.common import (
     machine_activity,
     pinned_threads,
     provenance,
+    write_report,
 )
 
 D, K, BEAM, N_OUT = 64, 16, 50, 10
@@ -501,10 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     report["summary"] = summarise(rows)
     closing_load(report)
     report["total_seconds"] = round(time.perf_counter() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["summary"], indent=2))
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
     return 0
 
 

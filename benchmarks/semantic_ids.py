@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import command, pinned_threads
+from benchmarks.common import command, pinned_threads, write_report
 from indexer import from_codes
 from training.data import load_dataset
 from training.data.dataset import ItemText
@@ -173,7 +173,7 @@ def refresh_pairs(out: Path, dataset: str, command: str) -> None:
     result["seater_loo"] = seater_comparison(dataset)
     result["seater_loo_refreshed"] = {"command": command, "commit": git_commit(),
                                       "created": now()}
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(result, out)
     print(json.dumps(result["seater_loo"], indent=2))
 
 
@@ -266,8 +266,7 @@ def evaluate(args: argparse.Namespace, command: str, out: Path) -> None:
     ami_png = figures / f"semantic_ids_{data.name}_ami.png"
     plot_ami(result["ami_headline"], ami_png, f"{data.name}: AMI of ID prefixes vs categories")
     result["figures"]["ami"] = str(ami_png.relative_to(REPORTS_DIR.parent))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(result, out)
     print(json.dumps({"report": str(out), "ami": result["ami_headline"],
                       "collisions": report["collisions"]["stored"],
                       "argmax_only": report["collisions"]["argmax_only"],

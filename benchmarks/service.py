@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import resource
 import signal
@@ -49,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import engine as engine_bench
-from benchmarks.common import ROOT, pinned_threads
+from benchmarks.common import ROOT, pinned_threads, write_report
 from service.settings import Settings
 
 P99_TARGET_MS = 50.0
@@ -256,9 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if not report["timing_valid"]:
         print(f"WARNING: {report['load']['busy_cores_at_start']} cores were busy at the "
               "start: these timings are from a loaded machine", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
     return 0
 
 
