@@ -16,6 +16,8 @@ over by ties or non-convergence with a greedy by regret, so the sizes are always
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 _FLEXIBLE_Q = 32
@@ -88,18 +90,31 @@ def kmeans(
     Shape: x [m, d] -> labels [m] in 0..k-1 (some clusters may be empty).
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
-    centers = kmeans_pp(x, k, rng)
+    labels, _ = _lloyd(x, kmeans_pp(x, k, rng), lambda c: sq_dists(x, c).argmin(axis=0),
+                       max_iter, tol)
+    return labels
+
+
+def _lloyd(x: np.ndarray, centers: np.ndarray, assign: Callable[[np.ndarray], np.ndarray],
+           max_iter: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd's iterations around an assignment step, so the plain and the balanced
+    k-means stop by the same rule: labels repeat, or the centres move less than
+    ``_tolerance``. Empty clusters keep their centre.
+
+    Shape: x [m, d], centers [k, d], ``assign`` maps centers to labels [m]; returns
+    labels [m] (all -1 when max_iter is 0), centers [k, d].
+    """
     labels = np.full(len(x), -1, np.int64)
     stop = _tolerance(x, tol)
     for _ in range(max_iter):
-        new = sq_dists(x, centers).argmin(axis=0)
+        new = assign(centers)
         if np.array_equal(new, labels):
             break
         labels = new
-        old, centers = centers, _means(x, labels, k, centers)
+        old, centers = centers, _means(x, labels, len(centers), centers)
         if float(((centers - old) ** 2).sum()) <= stop:
             break
-    return labels
+    return labels, centers
 
 
 def balanced_caps(m: int, k: int, prefer: np.ndarray | None = None) -> np.ndarray:
@@ -315,31 +330,29 @@ def _tolerance(x: np.ndarray, tol: float) -> float:
 
 
 def _balanced_lloyd(
-    x: np.ndarray, centers: np.ndarray, caps: np.ndarray | None, max_iter: int, tol: float
+    x: np.ndarray, centers: np.ndarray, max_iter: int, tol: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd iterations with an exactly balanced assignment step (warm-started prices).
+    """Lloyd iterations with an exactly balanced assignment step (warm-started prices;
+    which clusters hold q+1 points follows the first step's unconstrained counts).
 
     Shape: x [m, d], centers [k, d] -> labels [m], centers [k, d].
     """
     k = len(centers)
-    prices = None
-    labels = np.full(len(x), -1, np.int64)
-    stop = _tolerance(x, tol)
-    for _ in range(max_iter):
+    flexible = len(x) < _FLEXIBLE_Q * k
+    caps: np.ndarray | None = None
+    prices: np.ndarray | None = None
+
+    def assign(centers: np.ndarray) -> np.ndarray:
+        nonlocal caps, prices
         cost = sq_dists(x, centers)
         if caps is None:
             caps = balanced_caps(len(x), k, np.bincount(cost.argmin(axis=0), minlength=k))
-        flexible = len(x) < _FLEXIBLE_Q * k
         new, prices = balanced_assign(cost, caps, prices, polish=not flexible)
         if flexible:  # also re-choose which clusters hold q+1 (a few rounds per step)
             new = _cancel_cycles(cost, new, flexible=True, max_rounds=_ROUNDS_PER_STEP)
-        if np.array_equal(new, labels):
-            break
-        labels = new
-        old, centers = centers, _means(x, labels, k, centers)
-        if float(((centers - old) ** 2).sum()) <= stop:
-            break
-    return labels, centers
+        return new
+
+    return _lloyd(x, centers, assign, max_iter, tol)
 
 
 def balanced_kmeans_fast(
@@ -360,9 +373,9 @@ def balanced_kmeans_fast(
     centers = kmeans_pp(seed_pool, k, rng)
     if m > sample_size:
         sample = x[np.sort(rng.choice(m, sample_size, replace=False))]
-        _, centers = _balanced_lloyd(sample, centers, None, max_iter, tol)
+        _, centers = _balanced_lloyd(sample, centers, max_iter, tol)
         max_iter = full_iter
-    labels, _ = _balanced_lloyd(x, centers, None, max_iter, tol)
+    labels, _ = _balanced_lloyd(x, centers, max_iter, tol)
     return labels
 
 
