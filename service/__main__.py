@@ -1,4 +1,6 @@
-"""``python -m service --artifacts DIR [--host H] [--port P]``: run the app under uvicorn.
+"""``python -m service --artifacts DIR [--host H] [--port P] [--workers N]``: run the app
+under uvicorn, in one process or in N worker processes behind one port
+(:mod:`service.supervisor`; default: one per core this container may use).
 
 Arguments override the ``SEATER_*`` environment; everything else (cache, limits,
 batching, the reload token) comes from the environment as documented in
@@ -24,7 +26,8 @@ from pydantic import ValidationError
 from service.model.bundle import MANIFEST, BundleError, has_bundle, load_bundle
 from service.settings import Settings
 
-CLI_FLAGS = {"artifacts": "--artifacts", "host": "--host", "port": "--port"}
+CLI_FLAGS = {"artifacts": "--artifacts", "host": "--host", "port": "--port",
+             "workers": "--workers"}
 REEXPORT = "re-export it (`seater export --run RUN --out DIR`) or pass a complete bundle"
 
 
@@ -45,6 +48,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "artifacts/current (env SEATER_ARTIFACTS)")
     parser.add_argument("--host", help="bind address (env SEATER_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (env SEATER_PORT, default 8000)")
+    parser.add_argument("--workers", type=int, help="worker processes (env SEATER_WORKERS, "
+                        "default 0 = one per core available)")
     return parser.parse_args(argv)
 
 
@@ -107,8 +112,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from service.app import create_app
     from service.logs import configure_logging
+    from service.supervisor import run_workers, worker_count
 
     configure_logging(settings.log_level, settings.log_json)
+    workers = worker_count(settings)
+    if workers > 1:
+        run_workers(settings, workers)
+        return
     uvicorn.run(
         create_app(settings),
         host=settings.host,

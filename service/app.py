@@ -27,6 +27,7 @@ from service.core.batcher import MicroBatcher
 from service.core.cache import build_cache
 from service.core.holder import EngineLoader, ModelHolder
 from service.core.retrieval import Retriever
+from service.core.workers import GroupMember, WorkerGroup
 from service.errors import install_error_handlers
 from service.logs import configure_logging
 from service.metrics import ServiceMetrics
@@ -66,29 +67,33 @@ def create_app(
             retry_after_s=settings.retry_after_s,
             cache_prefix=settings.cache_prefix,
         )
+        member = _member(holder, settings)
         app.state.holder = holder
         app.state.cache = cache
         app.state.batcher = batcher
+        app.state.member = member
         app.state.retriever = Retriever(holder, batcher, settings)
-        waiting: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
         try:
-            if settings.artifacts is None:
-                log.warning("SEATER_ARTIFACTS is not set: not ready until a reload loads a model")
-            elif has_bundle(settings.artifacts):
-                await holder.load()
-            else:
-                waiting = asyncio.create_task(holder.wait_for_bundle(settings.artifacts_poll_s))
+            # a worker started after a reload serves the group's bundle, not SEATER_ARTIFACTS
+            if not (member is not None and await member.start()):
+                tasks += await _first_load(holder, settings)
+            if member is not None:
+                tasks.append(asyncio.create_task(member.follow()))
             batcher.start()
             log.info("service started (cache: %s)", cache.backend)
             yield
         finally:
-            if waiting is not None:
-                waiting.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await waiting
+                    await task
             await batcher.close(settings.drain_timeout_s)
             await cache.close()
             holder.close()
+            if member is not None:
+                member.leave()
+            metrics.close()
             log.info("service stopped")
 
     app = FastAPI(
@@ -109,6 +114,25 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app
+
+
+async def _first_load(holder: ModelHolder, settings: Settings) -> list[asyncio.Task[None]]:
+    """Load SEATER_ARTIFACTS now, or start waiting for a bundle to appear there."""
+    if settings.artifacts is None:
+        log.warning("SEATER_ARTIFACTS is not set: not ready until a reload loads a model")
+    elif has_bundle(settings.artifacts):
+        await holder.load()
+    else:
+        return [asyncio.create_task(holder.wait_for_bundle(settings.artifacts_poll_s))]
+    return []
+
+
+def _member(holder: ModelHolder, settings: Settings) -> GroupMember | None:
+    """This process's place among the container's workers; None when it serves alone."""
+    if settings.state_dir is None:
+        return None
+    group = WorkerGroup(settings.state_dir, expected=max(settings.workers, 1))
+    return GroupMember(holder, group, settings.group_poll_s, settings.reload_sync_timeout_s)
 
 
 def factory() -> FastAPI:

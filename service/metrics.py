@@ -3,14 +3,23 @@
 One histogram per stage (request, queue wait, encoder, beam search) in seconds, the batch
 size distribution, and ``_total`` counters for the cache and the failure modes an
 operator alerts on. Labels are few and fixed so cardinality never depends on traffic.
+
+With several worker processes (``PROMETHEUS_MULTIPROC_DIR`` set by the supervisor before
+the workers import prometheus-client), every value lives in a file of that folder and
+``GET /metrics``, whichever worker answers, sums the counters and histograms of all;
+gauges say how they combine (``multiprocess_mode``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 NAMESPACE = "seater"
 # Seconds: from 0.25 ms (engine on a GPU) to 10 s (overloaded CPU).
@@ -28,6 +37,7 @@ class ServiceMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = r = registry or CollectorRegistry(auto_describe=True)
+        self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
 
         def hist(
             name: str,
@@ -40,8 +50,10 @@ class ServiceMetrics:
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name, doc, labels, namespace=NAMESPACE, registry=r)
 
-        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
-            return Gauge(name, doc, labels, namespace=NAMESPACE, registry=r)
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = (), combine: str = "livesum"
+                  ) -> Gauge:
+            return Gauge(name, doc, labels, namespace=NAMESPACE, registry=r,
+                         multiprocess_mode=combine)
 
         # -- per stage ------------------------------------------------------------------------
         self.request_seconds = hist(
@@ -70,7 +82,9 @@ class ServiceMetrics:
         self.cache_bypassed = counter(
             "cache_bypassed", "Cache operations skipped while the breaker was open.", ("op",)
         )
-        self.cache_breaker_open = gauge("cache_breaker_open", "1 while the Redis breaker is open.")
+        self.cache_breaker_open = gauge(
+            "cache_breaker_open", "1 while the Redis breaker is open (in any worker).",
+            combine="livemax")
         # -- failures and lifecycle -----------------------------------------------------------
         self.overload_rejections = counter(
             "overload_rejections", "Retrievals refused with 503 because the queue was full."
@@ -79,7 +93,9 @@ class ServiceMetrics:
             "retrieval_errors", "Micro-batches whose engine call failed."
         )
         self.reloads = counter("reloads", "Model reload attempts by outcome.", ("outcome",))
-        self.model_info = gauge("model_info", "1 for the model version served.", ("version",))
+        self.model_info = gauge("model_info", "1 for each model version served (by any worker).",
+                                ("version",), combine="livemax")
+        self._version: str | None = None
         # Pre-create the fixed label values so every series exists (at 0) from the start.
         for op in ("get", "set", "decode"):
             self.cache_errors.labels(op=op)
@@ -89,10 +105,24 @@ class ServiceMetrics:
             self.reloads.labels(outcome=outcome)
 
     def set_model_version(self, version: str) -> None:
-        """Point ``model_info`` at ``version`` only (old versions drop out of the series)."""
+        """Point ``model_info`` at ``version`` only (old versions drop out of the series;
+        across workers, a version stays while any worker still serves it)."""
+        if self._version is not None:
+            self.model_info.labels(version=self._version).set(0)  # the workers' files
         self.model_info.clear()
         self.model_info.labels(version=version).set(1)
+        self._version = version
 
     def render(self) -> tuple[bytes, str]:
-        """Exposition text and its content type, for ``GET /metrics``."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """Exposition text and its content type, for ``GET /metrics``: this process's
+        registry, or every worker's values combined."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined, path=self.multiprocess_dir)
+        return generate_latest(combined), CONTENT_TYPE_LATEST
+
+    def close(self) -> None:
+        """At worker exit: its live gauges stop counting (its counters stay in the sums)."""
+        if self.multiprocess_dir is not None:
+            mark_process_dead(os.getpid(), self.multiprocess_dir)

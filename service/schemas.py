@@ -7,9 +7,17 @@ per request by :mod:`service.core.retrieval` with the same 422 error shape.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+    model_validator,
+)
 
 from service.model.engine import ModelInfo
 from service.model.filters import ItemFilter
@@ -253,9 +261,25 @@ class LiveResponse(BaseModel):
     live: bool
 
 
-class ReadyResponse(BaseModel):
+class _WorkerFields(BaseModel):
+    """Answers that carry the worker group's counts, which a single process leaves out
+    (its answers stay as they were before there were workers)."""
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_worker_counts(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        for key in [k for k in data if k.startswith("workers") and data[k] is None]:
+            del data[key]
+        return data
+
+
+class ReadyResponse(_WorkerFields):
     ready: bool
     model_version: str | None = None
+    workers: int | None = Field(None, description="Worker processes this container runs "
+                                "(absent for a single process).")
+    workers_serving: int | None = Field(None, description="Of those, how many serve a model; "
+                                        "ready only when all do.")
 
 
 class ReloadRequest(BaseModel):
@@ -271,8 +295,14 @@ class ReloadRequest(BaseModel):
     )
 
 
-class ReloadResponse(BaseModel):
+class ReloadResponse(_WorkerFields):
     previous_version: str | None
     model_version: str
     bundle_path: str
     load_seconds: float
+    workers: int | None = Field(None, description="Worker processes (absent for a single "
+                                "process).")
+    workers_updated: int | None = Field(None, description="Workers serving the new bundle "
+                                        "when this answer was sent.")
+    workers_failed: int | None = Field(None, description="Workers that could not load it "
+                                       "(they keep serving the previous bundle).")

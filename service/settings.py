@@ -107,13 +107,28 @@ class Settings(BaseSettings):
     )
 
     # -- process ---------------------------------------------------------------------------
+    workers: int = Field(
+        0, ge=0, le=256, description="Worker processes, each with its own ONNX Runtime "
+        "sessions, sharing the port and the Redis cache (0 = the cores this container may "
+        "use). One process cannot use more than about one core: the beam search's Python "
+        "holds the GIL.")
+    state_dir: Path | None = Field(
+        None, description="Set by the supervisor for its workers: the folder through which "
+        "they agree on the bundle (service.core.workers); unset = a single process.")
+    reload_sync_timeout_s: float = Field(
+        60.0, gt=0.0, le=3600.0, description="A reload answers once every worker has loaded "
+        "the bundle, or after this long (the answer says how many have).")
+    group_poll_s: float = Field(
+        0.25, gt=0.0, le=60.0, description="How often each worker looks for a reload that "
+        "another worker published.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
     graceful_shutdown_s: float = Field(30.0, ge=0.0, le=600.0)
 
-    @field_validator("redis_url", "artifacts", "reload_root", "reload_token", mode="before")
+    @field_validator("redis_url", "artifacts", "reload_root", "reload_token", "state_dir",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """An empty env var (``REDIS_URL=``) means unset, as shells and compose files write it."""

@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from service.core.cache import StateCache
 from service.core.holder import ModelHolder
 from service.core.retrieval import Retriever
+from service.core.workers import GroupMember
 from service.errors import Forbidden, Unauthorized
 from service.metrics import ServiceMetrics
 from service.settings import Settings
@@ -41,11 +42,17 @@ async def get_cache(request: Request) -> StateCache:
     return request.app.state.cache
 
 
+async def get_member(request: Request) -> GroupMember | None:
+    """This worker's place in its group; None for a single process."""
+    return request.app.state.member
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 RetrieverDep = Annotated[Retriever, Depends(get_retriever)]
 CacheDep = Annotated[StateCache, Depends(get_cache)]
+MemberDep = Annotated[GroupMember | None, Depends(get_member)]
 
 
 async def require_admin(request: Request, settings: SettingsDep) -> None:

@@ -72,6 +72,16 @@ class ModelHolder:
     def ready(self) -> bool:
         return self._engine is not None
 
+    @property
+    def busy(self) -> bool:
+        """A load is running."""
+        return self._lock.locked()
+
+    @property
+    def path(self) -> Path | None:
+        """The bundle path last asked for (may be a pointer such as artifacts/current)."""
+        return self._path
+
     def require(self) -> Engine:
         """The serving engine, or NotReady (503) while none is loaded."""
         engine = self._engine
@@ -98,12 +108,20 @@ class ModelHolder:
             raise Forbidden(f"bundle path {resolved} is outside the reload root {root}")
         return Path(path), resolved
 
-    async def load(self, path: str | Path | None = None) -> SwapReport:
-        """Load, verify and smoke-test a bundle, then swap it in; keep the old on failure."""
+    async def load(self, path: str | Path | None = None, *,
+                   folder: Path | None = None) -> SwapReport:
+        """Load, verify and smoke-test a bundle, then swap it in; keep the old on failure.
+
+        ``folder``: load this bundle folder but remember ``path`` as the one asked for (a
+        worker following a reload that another worker resolved: the pointer may have
+        moved since, and every worker must load the same bundle).
+        """
         if self._lock.locked():
             raise ReloadInProgress("a reload is already running; try again when it finishes")
         async with self._lock:
             asked, resolved = self._resolve(path)
+            if folder is not None:
+                resolved = folder
             previous = self._engine
             t0 = time.perf_counter()
             try:

@@ -124,7 +124,11 @@ def test_served_before_the_first_export_it_waits_live_then_serves_the_pointer(
         _, err = server.communicate(timeout=30)
     assert live.json() == {"live": True}
     assert not_ready.status_code == 503 and not_ready.json()["ready"] is False
-    assert ready.json() == {"ready": True, "model_version": "tiny-v1"}
+    # every worker (one per core by default) found the pointer's bundle
+    workers = ready.json().get("workers", 1)
+    assert ready.json() == {"ready": True, "model_version": "tiny-v1",
+                            **({"workers": workers, "workers_serving": workers}
+                               if workers > 1 else {})}
     logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     waiting = next(x for x in logs if x["msg"].startswith("no bundle at"))
     assert str(root / "current") in waiting["msg"] and waiting["level"] == "WARNING"

@@ -1,10 +1,11 @@
-"""KServe-style health: live = the process answers; ready = a model is loaded and serving."""
+"""KServe-style health: live = the process answers; ready = a model is loaded and serving
+(in every worker process of the container)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from service.api.deps import HolderDep
+from service.api.deps import HolderDep, MemberDep
 from service.schemas import LiveResponse, ReadyResponse
 
 router = APIRouter(prefix="/v2/health", tags=["health"])
@@ -20,9 +21,17 @@ async def live() -> LiveResponse:
     response_model=ReadyResponse,
     responses={503: {"model": ReadyResponse, "description": "No model loaded (yet)."}},
 )
-async def ready(holder: HolderDep, response: Response) -> ReadyResponse:
+async def ready(holder: HolderDep, member: MemberDep, response: Response) -> ReadyResponse:
+    """With several worker processes: ready only when every one serves a model (a probe
+    reaches one worker, which answers for the container)."""
     engine = holder.engine
-    if engine is None:
+    version = engine.version if engine else None
+    group = {}
+    ok = engine is not None
+    if member is not None:
+        serving = member.group.serving()
+        group = {"workers": member.group.expected, "workers_serving": serving}
+        ok = ok and serving >= member.group.expected
+    if not ok:
         response.status_code = 503
-        return ReadyResponse(ready=False)
-    return ReadyResponse(ready=True, model_version=engine.version)
+    return ReadyResponse(ready=ok, model_version=version, **group)
