@@ -9,27 +9,19 @@ section.key=value`` for anything else; precedence is defaults < preset < file < 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from training.cli_options import (
-    ConfigOpt,
-    DatasetOpt,
-    ItemColOpt,
-    ItemsOpt,
-    MinInteractionsOpt,
-    SetOpt,
-    ShowConfigOpt,
-    ThreadsOpt,
-    TimeColOpt,
-    UserColOpt,
+    DataArgs,
+    Options,
     VerboseOpt,
-    data_flags,
-    data_options,
     fail,
     setup_logging,
+    with_options,
 )
 from training.config import ConfigError, build
 from training.data.loaders import DataError
@@ -47,67 +39,107 @@ app.add_typer(index_app, name="index")
 USER_ERRORS = (ConfigError, DataError, ValueError, FileNotFoundError, FileExistsError)
 QUIET = ("torch.onnx", "onnxscript", "torch.export", "torch._dynamo")
 
-ProtocolOpt = Annotated[str | None, typer.Option(
-    "--protocol", "-p", help="loo (leave-one-out) or seater (users 8:1:1, 80/20 history) "
-    "(default: loo).")]
-SeedOpt = Annotated[int | None, typer.Option(
-    "--seed", help="Seed for splits, init, sampling (default: 0).")]
-EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Maximum epochs (default: 200).")]
-PatienceOpt = Annotated[int | None, typer.Option(
-    "--patience", help="Stop after this many epochs without a better validation metric "
-    "(default: 10).")]
-DeviceOpt = Annotated[str | None, typer.Option(
-    "--device", help="auto, cpu, cuda, cuda:1 ... (default: auto).")]
-OutOpt = Annotated[str | None, typer.Option(
-    "--out", help="Folder for run outputs; a run lands in OUT/<dataset>/<name> (default: runs).")]
-ResumeOpt = Annotated[bool, typer.Option(
-    "--resume/--no-resume", help="Continue from the run folder's last checkpoint if any (the "
-    "same run only: other model, tree or data settings are refused).")]
+DatasetOpt = Annotated[str | None, typer.Option(
+    "--dataset", "-d", help="beauty|sports|yelp|lastfm, 'synthetic[:opts]', a folder with "
+    "interactions.txt, or a .csv/.tsv/.parquet log. Names are looked up in $SEATER_DATA_DIR, "
+    "else ../shared/data, else the embedded data/.")]
 ReportsOpt = Annotated[str | None, typer.Option(
     "--reports-dir", help="Also write the result into DIR/quality/<dataset>.json (the "
     "benchmark commands pass the project's reports/); results always go to the run folder.")]
-PresetOpt = Annotated[str | None, typer.Option(
-    "--preset", help="A named recipe applied under the flags (see --show-config) "
-    "(default: default).")]
-RefitOpt = Annotated[bool | None, typer.Option(
-    "--refit/--no-refit", help="loo only: after early stopping, retrain on train+validation "
-    "for the best number of epochs, then test (default: no).")]
-BatchOpt = Annotated[int | None, typer.Option(
-    "--batch-size", help="Batch size (default: 128).")]
+# Both training commands take these two, each at its own place among its model options.
 DModelOpt = Annotated[int | None, typer.Option(
     "--d-model", help="Embedding size, the model width (default: 64).")]
 MaxLenOpt = Annotated[int | None, typer.Option(
     "--max-len", help="History length (default: 50).")]
 
-# The options both training commands take -> the config keys they set.
-RUN_KEYS = {"protocol": "protocol", "refit": "refit", "out": "out_dir", "name": "name",
-            "reports_dir": "reports_dir", "preset": "preset", "d_model": "model.d_model",
-            "max_len": "model.max_len", "epochs": "train.epochs", "patience": "train.patience",
-            "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
-            "device": "train.device", "threads": "train.threads"}
-LrOpt = Annotated[float | None, typer.Option("--lr", help="Adam learning rate (default: 0.001).")]
-NameOpt = Annotated[str | None, typer.Option(
-    "--name", help="Run name (folder) (default: sasrec-<protocol> or "
-    "seater-<protocol>-<ids>-k<k>).")]
+
+@dataclass(frozen=True)
+class RunArgs(Options):
+    """The options that open both training commands: what to train on, by which recipe."""
+
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="YAML/TOML/JSON file with the run config (sections as printed "
+        "by --show-config).")] = None
+    preset: Annotated[str | None, typer.Option(
+        "--preset", help="A named recipe applied under the flags (see --show-config) "
+        "(default: default).")] = None
+    dataset: DatasetOpt = None
+    data: DataArgs = DataArgs()
+    protocol: Annotated[str | None, typer.Option(
+        "--protocol", "-p", help="loo (leave-one-out) or seater (users 8:1:1, 80/20 history) "
+        "(default: loo).")] = None
+    refit: Annotated[bool | None, typer.Option(
+        "--refit/--no-refit", help="loo only: after early stopping, retrain on "
+        "train+validation for the best number of epochs, then test (default: no).")] = None
+
+    def flags(self) -> dict[str, Any]:
+        """As config flags (``None`` = not given); ``--config`` is read by ``build``."""
+        return {"dataset": _dataset_spec(self.dataset), **self.data.flags(),
+                "protocol": self.protocol, "refit": self.refit, "preset": self.preset}
 
 
-def _run_flags(dataset: str | None, data: dict[str, Any], **given: Any) -> dict[str, Any]:
-    """Config flags of the options every training command shares (``RUN_KEYS``)."""
-    return {"dataset": _dataset_spec(dataset), **data,
-            **{RUN_KEYS[k]: v for k, v in given.items()}}
+@dataclass(frozen=True)
+class TrainArgs(Options):
+    """The options that close both training commands: budget, outputs, what to do."""
+
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", help="Maximum epochs (default: 200).")] = None
+    patience: Annotated[int | None, typer.Option(
+        "--patience", help="Stop after this many epochs without a better validation metric "
+        "(default: 10).")] = None
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", help="Batch size (default: 128).")] = None
+    lr: Annotated[float | None, typer.Option(
+        "--lr", help="Adam learning rate (default: 0.001).")] = None
+    seed: Annotated[int | None, typer.Option(
+        "--seed", help="Seed for splits, init, sampling (default: 0).")] = None
+    device: Annotated[str | None, typer.Option(
+        "--device", help="auto, cpu, cuda, cuda:1 ... (default: auto).")] = None
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help="Torch threads (1 beside another job; 0 = one per core).")] = None
+    out: Annotated[str | None, typer.Option(
+        "--out", help="Folder for run outputs; a run lands in OUT/<dataset>/<name> "
+        "(default: runs).")] = None
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Run name (folder) (default: sasrec-<protocol> or "
+        "seater-<protocol>-<ids>-k<k>).")] = None
+    reports_dir: ReportsOpt = None
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override any config key, e.g. --set train.lr=3e-4 (repeatable); "
+        "--show-config lists every key with its value.")] = None
+    show_config: Annotated[bool, typer.Option(
+        "--show-config", help="Print the resolved config (every key --set accepts) and "
+        "exit.")] = False
+    resume: Annotated[bool, typer.Option(
+        "--resume/--no-resume", help="Continue from the run folder's last checkpoint if any "
+        "(the same run only: other model, tree or data settings are refused).")] = True
+    verbose: VerboseOpt = False
+
+    def flags(self) -> dict[str, Any]:
+        """As config flags (``None`` = not given); ``--set`` is applied after them."""
+        return {"train.epochs": self.epochs, "train.patience": self.patience,
+                "train.batch_size": self.batch_size, "train.lr": self.lr,
+                "train.seed": self.seed, "train.device": self.device,
+                "train.threads": self.threads, "out_dir": self.out, "name": self.name,
+                "reports_dir": self.reports_dir}
 
 
-def _train(cls: type, presets: dict[str, Any], config: Path | None, flags: dict[str, Any],
-           overrides: list[str] | None, show: bool, resume: bool, run: Any) -> None:
-    """Build the config, print it (``--show-config``) or run it and print the result."""
+def _train(cls: type, presets: dict[str, Any], runner: Any, run: RunArgs, train: TrainArgs,
+           model_flags: dict[str, Any]) -> None:
+    """Build the config, print it (``--show-config``) or run it and print the result.
+
+    ``model_flags``: the command's own options as config flags (``None`` = not given).
+    """
     from dataclasses import asdict
 
+    setup_logging(train.verbose)
+    flags = {**run.flags(), **train.flags(), **model_flags}
     try:
-        cfg = build(cls, config, flags, overrides, presets=presets)
-        if show:
+        cfg = build(cls, run.config, flags, train.overrides, presets=presets)
+        if train.show_config:
             typer.echo(json.dumps(asdict(cfg), indent=2))
             return
-        entries = run(cfg, resume=resume)
+        entries = runner(cfg, resume=train.resume)
     except USER_ERRORS as e:
         fail(e)
     _print_result(entries)
@@ -128,14 +160,11 @@ def _print_result(entries: list[dict[str, Any]]) -> None:
 
 
 @data_app.command("stats")
+@with_options
 def data_stats(
     dataset: Annotated[list[str] | None, typer.Option(
         "--dataset", "-d", help="Dataset(s) to describe (repeatable); default: all known.")] = None,
-    user_col: UserColOpt = None,
-    item_col: ItemColOpt = None,
-    time_col: TimeColOpt = None,
-    items: ItemsOpt = None,
-    min_interactions: MinInteractionsOpt = None,
+    data: DataArgs = DataArgs(),
 ) -> None:
     """Print users, items, interactions, length statistics and, for log files, what the
     loader dropped (missing values, duplicates, the core filter), as JSON lines."""
@@ -144,7 +173,7 @@ def data_stats(
 
     setup_logging()
     try:
-        opts = data_options(user_col, item_col, time_col, items, min_interactions)
+        opts = data.options()
         for name in dataset or list(KNOWN):
             typer.echo(json.dumps(load_dataset(name, opts).stats()))
     except USER_ERRORS as e:
@@ -152,17 +181,9 @@ def data_stats(
 
 
 @train_app.command("sasrec")
+@with_options
 def train_sasrec(
-    config: ConfigOpt = None,
-    preset: PresetOpt = None,
-    dataset: DatasetOpt = None,
-    user_col: UserColOpt = None,
-    item_col: ItemColOpt = None,
-    time_col: TimeColOpt = None,
-    items: ItemsOpt = None,
-    min_interactions: MinInteractionsOpt = None,
-    protocol: ProtocolOpt = None,
-    refit: RefitOpt = None,
+    run: RunArgs = RunArgs(),
     d_model: DModelOpt = None,
     n_layers: Annotated[int | None, typer.Option(
         "--layers", help="Transformer blocks (default: 1).")] = None,
@@ -176,51 +197,23 @@ def train_sasrec(
         "(default: ss).")] = None,
     n_negatives: Annotated[int | None, typer.Option(
         "--negatives", help="Sampled negatives for the ss loss (default: 256).")] = None,
-    epochs: EpochsOpt = None,
-    patience: PatienceOpt = None,
-    batch_size: BatchOpt = None,
-    lr: LrOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    threads: ThreadsOpt = None,
-    out: OutOpt = None,
-    name: NameOpt = None,
-    reports_dir: ReportsOpt = None,
-    overrides: SetOpt = None,
-    show_config: ShowConfigOpt = False,
-    resume: ResumeOpt = True,
-    verbose: VerboseOpt = False,
+    train: TrainArgs = TrainArgs(),
 ) -> None:
     """Train SASRec, evaluate it, and keep its item embeddings for the tree builder."""
     from training.sasrec.pipeline import SASRecRun, run_sasrec
     from training.sasrec.presets import PRESETS
 
-    setup_logging(verbose)
-    flags = {
-        **_run_flags(dataset, data_flags(user_col, item_col, time_col, items,
-                                         min_interactions),
-                     protocol=protocol, refit=refit, out=out, name=name,
-                     reports_dir=reports_dir, preset=preset, d_model=d_model,
-                     max_len=max_len, epochs=epochs, patience=patience,
-                     batch_size=batch_size, lr=lr, seed=seed, device=device, threads=threads),
-        "model.n_layers": n_layers, "model.n_heads": n_heads, "model.dropout": dropout,
-        "model.loss": loss, "model.n_negatives": n_negatives,
-    }
-    _train(SASRecRun, PRESETS, config, flags, overrides, show_config, resume, run_sasrec)
+    _train(SASRecRun, PRESETS, run_sasrec, run, train, {
+        "model.d_model": d_model, "model.max_len": max_len, "model.n_layers": n_layers,
+        "model.n_heads": n_heads, "model.dropout": dropout, "model.loss": loss,
+        "model.n_negatives": n_negatives,
+    })
 
 
 @train_app.command("seater")
+@with_options
 def train_seater(
-    config: ConfigOpt = None,
-    preset: PresetOpt = None,
-    dataset: DatasetOpt = None,
-    user_col: UserColOpt = None,
-    item_col: ItemColOpt = None,
-    time_col: TimeColOpt = None,
-    items: ItemsOpt = None,
-    min_interactions: MinInteractionsOpt = None,
-    protocol: ProtocolOpt = None,
-    refit: RefitOpt = None,
+    run: RunArgs = RunArgs(),
     ids: Annotated[str | None, typer.Option(
         "--ids", help="balanced (Algorithm 1), kmeans (imbalanced), random, or semantic "
         "(codes from `seater index semantic`, given with --codes) (default: balanced).")] = None,
@@ -245,39 +238,19 @@ def train_seater(
         "--lambda-rank", help="Weight of the ranking loss (0 = off).")] = None,
     d_model: DModelOpt = None,
     max_len: MaxLenOpt = None,
-    epochs: EpochsOpt = None,
-    patience: PatienceOpt = None,
-    batch_size: BatchOpt = None,
-    lr: LrOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    threads: ThreadsOpt = None,
-    out: OutOpt = None,
-    name: NameOpt = None,
-    reports_dir: ReportsOpt = None,
-    overrides: SetOpt = None,
-    show_config: ShowConfigOpt = False,
-    resume: ResumeOpt = True,
-    verbose: VerboseOpt = False,
+    train: TrainArgs = TrainArgs(),
 ) -> None:
     """Train SEATER on the ID tree with generation + alignment + ranking losses; evaluate
     with the constrained beam search the service uses."""
     from training.seater.pipeline import SeaterRun, run_seater
     from training.seater.presets import PRESETS
 
-    setup_logging(verbose)
-    flags = {
-        **_run_flags(dataset, data_flags(user_col, item_col, time_col, items,
-                                         min_interactions),
-                     protocol=protocol, refit=refit, out=out, name=name,
-                     reports_dir=reports_dir, preset=preset, d_model=d_model,
-                     max_len=max_len, epochs=epochs, patience=patience,
-                     batch_size=batch_size, lr=lr, seed=seed, device=device, threads=threads),
-        "sasrec_run": sasrec_run, "init_from_sasrec": init,
-        "beam_size": beam, "tree.ids": ids, "tree.k": k, "tree.codes": codes,
-        "losses.lambda_align": lambda_align, "losses.lambda_rank": lambda_rank,
-    }
-    _train(SeaterRun, PRESETS, config, flags, overrides, show_config, resume, run_seater)
+    _train(SeaterRun, PRESETS, run_seater, run, train, {
+        "model.d_model": d_model, "model.max_len": max_len, "sasrec_run": sasrec_run,
+        "init_from_sasrec": init, "beam_size": beam, "tree.ids": ids, "tree.k": k,
+        "tree.codes": codes, "losses.lambda_align": lambda_align,
+        "losses.lambda_rank": lambda_rank,
+    })
 
 
 def _dataset_spec(dataset: str | None) -> str | None:
@@ -367,6 +340,7 @@ def serve(
 
 
 @app.command("recommend")
+@with_options
 def recommend(
     out: Annotated[Path, typer.Option(
         "--out", help="recs.parquet (columns user, rank, item, score, and title when the "
@@ -380,11 +354,7 @@ def recommend(
         "order (users with one event are kept unless --min-interactions says otherwise).")
     ] = None,
     dataset: DatasetOpt = None,
-    user_col: UserColOpt = None,
-    item_col: ItemColOpt = None,
-    time_col: TimeColOpt = None,
-    items: ItemsOpt = None,
-    min_interactions: MinInteractionsOpt = None,
+    data: DataArgs = DataArgs(),
     n: Annotated[int, typer.Option("--n", "-n", help="Items per user.")] = 10,
     beam: Annotated[int, typer.Option("--beam", help="Beam size (>= --n).")] = 50,
     filters: Annotated[str | None, typer.Option(
@@ -418,12 +388,12 @@ def recommend(
         job = offline.Recommender.open(offline.OfflineConfig(
             bundle=bundle, out=out, n=n, beam=beam, filters=filters, batch_size=batch_size,
             threads=threads, exclude_seen=exclude_seen))
-        floor = min_interactions if min_interactions is not None or dataset else 1
-        opts = data_options(user_col, item_col, time_col, items, floor)
-        data = load_dataset(dataset or users or "", opts)
-        ids = data.item_ids.astype(str)
-        summary = job.run(data.user_ids.astype(str).tolist(),
-                          [ids[seq].tolist() for seq in data.sequences])
+        if not dataset and data.min_interactions is None:
+            data = replace(data, min_interactions=1)  # a --users log keeps one-event users
+        loaded = load_dataset(dataset or users or "", data.options())
+        ids = loaded.item_ids.astype(str)
+        summary = job.run(loaded.user_ids.astype(str).tolist(),
+                          [ids[seq].tolist() for seq in loaded.sequences])
     except USER_ERRORS as e:
         fail(e)
     typer.echo(str(out))
@@ -431,15 +401,12 @@ def recommend(
 
 
 @app.command("demo")
+@with_options
 def demo(
     dataset: Annotated[str, typer.Option(
         "--dataset", "-d", help="Dataset for the quick run (default: the embedded Beauty).")
     ] = "beauty",
-    user_col: UserColOpt = None,
-    item_col: ItemColOpt = None,
-    time_col: TimeColOpt = None,
-    items: ItemsOpt = None,
-    min_interactions: MinInteractionsOpt = None,
+    data: DataArgs = DataArgs(),
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's runs.")
                    ] = Path("runs/demo"),
     artifacts: Annotated[Path, typer.Option(
@@ -454,8 +421,7 @@ def demo(
 
     setup_logging(quiet=QUIET)
     try:
-        opts = data_options(user_col, item_col, time_col, items, min_interactions)
-        run_demo(_dataset_spec(dataset) or dataset, out, port, artifacts, opts)
+        run_demo(_dataset_spec(dataset) or dataset, out, port, artifacts, data.options())
     except (*USER_ERRORS, RuntimeError) as e:
         fail(e)
 

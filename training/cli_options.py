@@ -1,60 +1,116 @@
 """What every ``seater`` sub-command shares: logging, the one error line, common options.
 
-The dataset options (``--user-col`` ... ``--items``) map onto ``DataOptions`` (config
-section ``data``), so every command that reads a dataset reads it the same way.
+Options several commands take are declared once: as an ``Annotated`` alias when commands
+place them differently, or as a group (an ``Options`` dataclass) that a command takes as
+one parameter and ``with_options`` spells out for typer. The dataset options
+(``--user-col`` ... ``--items``) are the group ``DataArgs``, mapping onto ``DataOptions``
+(config section ``data``), so every command that reads a dataset reads it the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import logging
-from pathlib import Path
-from typing import Annotated, Any, NoReturn
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-DatasetOpt = Annotated[str | None, typer.Option(
-    "--dataset", "-d", help="beauty|sports|yelp|lastfm, 'synthetic[:opts]', a folder with "
-    "interactions.txt, or a .csv/.tsv/.parquet log. Names are looked up in $SEATER_DATA_DIR, "
-    "else ../shared/data, else the embedded data/.")]
-UserColOpt = Annotated[str | None, typer.Option(
-    "--user-col", help="Log files: the user id column (default: user).")]
-ItemColOpt = Annotated[str | None, typer.Option(
-    "--item-col", help="Log files: the item id column (default: item).")]
-TimeColOpt = Annotated[str | None, typer.Option(
-    "--time-col", help="Log files: the time column, numbers or dates (default: timestamp).")]
-ItemsOpt = Annotated[str | None, typer.Option(
-    "--items", help="Item metadata file (.csv/.tsv/.parquet): an id column, then title, "
-    "categories ('A > B | C') and any attribute columns, for titles and filters.")]
-MinInteractionsOpt = Annotated[int | None, typer.Option(
-    "--min-interactions", help="Log files: drop users with fewer interactions (default: 2).")]
-ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", "-c", help="YAML/TOML/JSON file with the run config (sections as printed by "
-    "--show-config).")]
-SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override any config key, e.g. --set train.lr=3e-4 (repeatable); "
-    "--show-config lists every key with its value.")]
-ShowConfigOpt = Annotated[bool, typer.Option(
-    "--show-config", help="Print the resolved config (every key --set accepts) and exit.")]
-ThreadsOpt = Annotated[int | None, typer.Option(
-    "--threads", help="Torch threads (1 beside another job; 0 = one per core).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 
 
-def data_flags(user_col: str | None, item_col: str | None, time_col: str | None,
-               items: str | None, min_interactions: int | None) -> dict[str, Any]:
-    """The dataset options as config flags (``None`` = not given)."""
-    return {"data.user_col": user_col, "data.item_col": item_col, "data.time_col": time_col,
-            "data.items": items, "data.min_interactions": min_interactions}
+class Options:
+    """A group of options declared once, as the fields of a frozen dataclass subclass
+    (``name: Annotated[type, typer.Option(...)] = default``; a field may be another
+    group). A command takes the group as one parameter (``data: DataArgs = DataArgs()``)
+    and ``with_options`` shows typer the fields in its place."""
 
 
-def data_options(user_col: str | None, item_col: str | None, time_col: str | None,
-                 items: str | None, min_interactions: int | None) -> Any:
-    """The dataset options for commands that read data without a run config."""
-    from training.config import build
-    from training.data import DataOptions
+def _group(annotation: Any) -> type[Options] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, Options) \
+        else None
 
-    flags = data_flags(user_col, item_col, time_col, items, min_interactions)
-    return build(DataOptions, None, {k.removeprefix("data."): v for k, v in flags.items()})
+
+def _spelled_out(param: inspect.Parameter) -> list[inspect.Parameter]:
+    """The parameter, or for a group its fields' parameters (nested groups spelled out)."""
+    group = _group(param.annotation)
+    if group is None:
+        return [param.replace(kind=inspect.Parameter.KEYWORD_ONLY)]
+    hints = typing.get_type_hints(group, include_extras=True)
+    return [q for f in dataclasses.fields(group)  # type: ignore[arg-type]
+            for q in _spelled_out(inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                annotation=hints[f.name]))]
+
+
+def _gathered(group: type[Options], given: dict[str, Any]) -> Options:
+    """The group built from (and taken out of) the flat keyword arguments typer passes."""
+    hints = typing.get_type_hints(group, include_extras=True)
+    values = {}
+    for f in dataclasses.fields(group):  # type: ignore[arg-type]
+        inner = _group(hints[f.name])
+        values[f.name] = _gathered(inner, given) if inner else given.pop(f.name)
+    return group(**values)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_options(command: F) -> F:
+    """Decorator (under ``@app.command``): each parameter of the command typed with an
+    ``Options`` group becomes the group's options, in its place in ``--help``, and the
+    command receives them gathered into one group object again."""
+    signature = inspect.signature(command, eval_str=True)
+    groups = {name: g for name, p in signature.parameters.items()
+              if (g := _group(p.annotation)) is not None}
+    params = [q for p in signature.parameters.values() for q in _spelled_out(p)]
+    names = [p.name for p in params]
+    if len(set(names)) != len(names):
+        raise TypeError(f"{command.__name__}: an option name is declared twice: {names}")
+
+    @functools.wraps(command)
+    def wrapper(**given: Any) -> Any:
+        for name, group in groups.items():
+            given[name] = _gathered(group, given)
+        return command(**given)
+
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**{p.name: p.annotation for p in params},
+                               "return": signature.return_annotation}
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataArgs(Options):
+    """The dataset options (config section ``data``; ``None`` = not given)."""
+
+    user_col: Annotated[str | None, typer.Option(
+        "--user-col", help="Log files: the user id column (default: user).")] = None
+    item_col: Annotated[str | None, typer.Option(
+        "--item-col", help="Log files: the item id column (default: item).")] = None
+    time_col: Annotated[str | None, typer.Option(
+        "--time-col", help="Log files: the time column, numbers or dates (default: "
+        "timestamp).")] = None
+    items: Annotated[str | None, typer.Option(
+        "--items", help="Item metadata file (.csv/.tsv/.parquet): an id column, then title, "
+        "categories ('A > B | C') and any attribute columns, for titles and filters.")] = None
+    min_interactions: Annotated[int | None, typer.Option(
+        "--min-interactions", help="Log files: drop users with fewer interactions "
+        "(default: 2).")] = None
+
+    def flags(self) -> dict[str, Any]:
+        """As config flags of a run config."""
+        return {f"data.{k}": v for k, v in dataclasses.asdict(self).items()}
+
+    def options(self) -> Any:
+        """As ``DataOptions``, for commands that read data without a run config."""
+        from training.config import build
+        from training.data import DataOptions
+
+        return build(DataOptions, None, dataclasses.asdict(self))
 
 
 def setup_logging(verbose: bool = False, quiet: tuple[str, ...] = ()) -> None:

@@ -14,17 +14,7 @@ from typing import Annotated
 
 import typer
 
-from training.cli_options import (
-    ItemColOpt,
-    ItemsOpt,
-    MinInteractionsOpt,
-    TimeColOpt,
-    UserColOpt,
-    VerboseOpt,
-    data_flags,
-    fail,
-    setup_logging,
-)
+from training.cli_options import DataArgs, VerboseOpt, fail, setup_logging, with_options
 from training.config import ConfigError, build
 from training.data import config_spec
 from training.data.loaders import DataError
@@ -45,16 +35,13 @@ ThreadsOpt = Annotated[int | None, typer.Option(
 
 
 @index_app.command("semantic")
+@with_options
 def semantic(
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="YAML/TOML/JSON run config (sections: text, model, train, "
         "assign).")] = None,
     dataset: DatasetOpt = None,
-    user_col: UserColOpt = None,
-    item_col: ItemColOpt = None,
-    time_col: TimeColOpt = None,
-    items: ItemsOpt = None,
-    min_interactions: MinInteractionsOpt = None,
+    data: DataArgs = DataArgs(),
     out: Annotated[str | None, typer.Option(
         "--out", help="Runs folder; writes OUT/<dataset>/<name>/ (default runs).")] = None,
     name: Annotated[str | None, typer.Option(
@@ -85,7 +72,7 @@ def semantic(
     setup_logging(verbose)
     flags = {
         "dataset": config_spec(dataset) if dataset else None, "out_dir": out, "name": name,
-        **data_flags(user_col, item_col, time_col, items, min_interactions),
+        **data.flags(),
         "text.fields": fields,
         "model.k": k, "model.levels": levels, "train.epochs": epochs, "train.seed": seed,
         "train.threads": threads, "assign.max_collision": max_collision,
