@@ -326,6 +326,9 @@ def serve(
     ] = Path("artifacts/current"),
     host: Annotated[str, typer.Option("--host", help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", help="Worker processes behind the port (default: SEATER_WORKERS, else "
+        "one per core available).")] = None,
 ) -> None:
     """Run the retrieval service on a bundle, without Docker (same app as the image).
 
@@ -334,9 +337,11 @@ def serve(
     """
     import importlib
 
+    argv = ["--artifacts", str(artifacts), "--host", host, "--port", str(port)]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
     # The service is launched by module name: training never imports service code.
-    importlib.import_module("service.__main__").main(
-        ["--artifacts", str(artifacts), "--host", host, "--port", str(port)])
+    importlib.import_module("service.__main__").main(argv)
 
 
 @app.command("recommend")

@@ -133,3 +133,9 @@ def test_served_before_the_first_export_it_waits_live_then_serves_the_pointer(
     waiting = next(x for x in logs if x["msg"].startswith("no bundle at"))
     assert str(root / "current") in waiting["msg"] and waiting["level"] == "WARNING"
     assert any(f"{root / 'current'} -> {root / 'tiny-v1'}" in x["msg"] for x in logs)
+
+
+@pytest.mark.parametrize("workers", ["-1", "257", "many"])
+def test_a_bad_worker_count_is_one_error_line(capsys, workers):
+    line = refused(capsys, ["--workers", workers])
+    assert "--workers" in line and "Traceback" not in line
