@@ -38,9 +38,9 @@ class SASRecParams:
     # "batch": one set of negatives shared by every position of a batch (a matmul, but
     # each item then gets only a few negative updates per epoch); "sequence": each user
     # row draws its own set, shared by its positions (128x the coverage for a small
-    # gather); "position": fresh negatives per position as RecTools samples them (a
-    # gather whose backward takes ~75% of a CPU epoch, measured with torch.profiler).
-    negatives: Literal["batch", "sequence", "position"] = "sequence"
+    # gather). Fresh negatives per position, as RecTools samples them, are not offered:
+    # their gather's backward took ~75% of a CPU epoch (torch.profiler).
+    negatives: Literal["batch", "sequence"] = "sequence"
     # RecTools' SASRec (the eSASRec study's backbone) differs from the original in three
     # details, each switchable here: "xavier" initialises every matrix (item embeddings
     # included, so they start near 0.01) with Xavier-normal and adds positions to the
@@ -111,15 +111,10 @@ class SASRec(nn.Module):
         pos = target[real]  # (P,)
         if self.p.loss == "ce":
             return F.cross_entropy(h @ items.T, pos)
-        if self.p.loss == "ss":
+        if self.p.loss == "ss":  # negatives == "batch": one set for every position
             pos_logit = (h * items[pos]).sum(-1, keepdim=True)  # (P, 1)
-            if self.p.negatives == "batch":
-                neg = torch.randint(0, self.n_items, (1, self.p.n_negatives), device=pos.device)
-                neg_logit = h @ items[neg[0]].T  # (P, n)
-            else:
-                neg = torch.randint(0, self.n_items, (pos.numel(), self.p.n_negatives),
-                                    device=pos.device)
-                neg_logit = torch.einsum("pd,pnd->pn", h, items[neg])  # (P, n)
+            neg = torch.randint(0, self.n_items, (1, self.p.n_negatives), device=pos.device)
+            neg_logit = h @ items[neg[0]].T  # (P, n)
             neg_logit = neg_logit.masked_fill(neg == pos[:, None], float("-inf"))
             logits = torch.cat([pos_logit, neg_logit], dim=1)
             return F.cross_entropy(logits, torch.zeros_like(pos))
