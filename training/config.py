@@ -68,13 +68,33 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     return cls(**kwargs)
 
 
-# Settings older run folders recorded that later versions dropped; nothing reads them.
-REMOVED_KEYS = ("report", "bucket")
+# Settings older run folders recorded that later versions dropped (dotted keys), each
+# with the only value the code still behaves as, or None where nothing read the value.
+REMOVED_KEYS: dict[str, Any] = {
+    "report": None, "bucket": None, "model.dec_layers": 1, "losses.generation": True,
+    "losses.rank_negatives_pairs": True,
+}
 
 
 def from_saved(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
-    """``from_dict`` for a config a run recorded, minus ``REMOVED_KEYS``."""
-    return from_dict(cls, {k: v for k, v in data.items() if k not in REMOVED_KEYS}, where)
+    """``from_dict`` for a config a run recorded, minus ``REMOVED_KEYS``. A run recorded
+    with another value of a removed setting was another model, so it is refused rather
+    than loaded as this one."""
+    return from_dict(cls, _without_removed(data, "", where), where)
+
+
+def _without_removed(data: dict[str, Any], prefix: str, where: str) -> dict[str, Any]:
+    out = {}
+    for k, v in data.items():
+        key = prefix + k
+        if key in REMOVED_KEYS:
+            kept = REMOVED_KEYS[key]
+            if kept is not None and v != kept:
+                raise ConfigError(f"{where}: {key}={v!r} is no longer supported; this "
+                                  f"version always runs {key}={kept!r}")
+            continue
+        out[k] = _without_removed(v, key + ".", where) if isinstance(v, dict) else v
+    return out
 
 
 def _field_default(f: dataclasses.Field) -> Any:

@@ -80,3 +80,19 @@ def test_presets_sit_under_file_flags_and_set_and_the_default_one_applies(tmp_pa
     assert cfg.train == Inner(lr=0.5, epochs=7)  # < --set
     with pytest.raises(ConfigError, match="unknown preset 'short'; choose one of base, long"):
         build(WithPreset, None, {"preset": "short"}, presets=PRESETS)
+
+
+def test_a_recorded_config_loads_without_the_settings_later_versions_dropped():
+    from dataclasses import asdict
+
+    from training.config import from_saved
+    from training.seater.pipeline import SeaterRun
+
+    recorded = asdict(SeaterRun())
+    recorded["model"]["dec_layers"] = 1
+    recorded["losses"].update(generation=True, rank_negatives_pairs=True)
+    recorded["bucket"] = False
+    assert from_saved(SeaterRun, recorded) == SeaterRun()
+    recorded["model"]["dec_layers"] = 2  # another model than any this version builds
+    with pytest.raises(ConfigError, match="model.dec_layers=2 is no longer supported"):
+        from_saved(SeaterRun, recorded)

@@ -68,9 +68,6 @@ def test_ranking_loss_by_hand():
     expected = (max(0, s[1] - s[0] + beta) + max(0, s[2] - s[0] + 2 * beta)
                 + max(0, s[2] - s[1] + beta))
     assert ranking_loss(z_x, z_y, shared, w, beta).item() == pytest.approx(expected, rel=1e-5)
-    only_pos = max(0, s[1] - s[0] + beta) + max(0, s[2] - s[0] + 2 * beta)
-    got = ranking_loss(z_x, z_y, shared, w, beta, negatives_ranked=False).item()
-    assert got == pytest.approx(only_pos, rel=1e-5)
     # an unsampled negative (-1) takes part in no pair
     masked = ranking_loss(z_x, z_y, torch.tensor([[2, 1, -1]]), w, beta).item()
     assert masked == pytest.approx(max(0, s[1] - s[0] + beta), rel=1e-5)

@@ -187,9 +187,9 @@ def export_bundle(
         return {
             "format_version": FORMAT_VERSION,
             "dataset": dataset,
-            "config": {
+            "config": {  # dec_layers: the one decoder layer (the manifest keeps the key)
                 "d_model": p.d_model, "n_heads": p.n_heads, "enc_layers": p.enc_layers,
-                "dec_layers": p.dec_layers, "max_history": p.max_len, "pad_id": -1,
+                "dec_layers": 1, "max_history": p.max_len, "pad_id": -1,
                 "encoder_causal": p.encoder_causal, "opset": OPSET,
             },
             "tree": tree.summary(),

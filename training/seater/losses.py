@@ -70,13 +70,13 @@ def alignment_loss(node_emb: torch.Tensor, tokens: torch.Tensor, parent: torch.T
 
 
 def ranking_loss(z_x: torch.Tensor, z_y: torch.Tensor, shared: torch.Tensor,
-                 w_s: torch.Tensor, beta: float, negatives_ranked: bool = True,
-                 cosine_scale: float = 0.0, form: RankForm = "sum") -> torch.Tensor:
-    """Pairwise triplet loss over the positive (row 0) and its negatives (eq. 8).
+                 w_s: torch.Tensor, beta: float, cosine_scale: float = 0.0,
+                 form: RankForm = "sum") -> torch.Tensor:
+    """Pairwise triplet loss over the positive (row 0) and its negatives (eq. 8): the
+    negatives are ranked among themselves too, as in the paper's full model.
 
     Shape: z_x [B, d]; z_y [B, W, d]; shared int64 [B, W] tokens in common with the
-    positive (-1 = no such negative could be sampled). With ``negatives_ranked`` False
-    only pairs (positive, negative) count — the paper's "w/o L_rank for negatives".
+    positive (-1 = no such negative could be sampled).
     ``cosine_scale`` > 0 scores σ(scale · cos(W_sᵀ z_x, z_y)) instead of the paper's
     σ(z_xᵀ W_s z_y): bounded logits, so growing state norms cannot saturate the sigmoid.
 
@@ -92,17 +92,14 @@ def ranking_loss(z_x: torch.Tensor, z_y: torch.Tensor, shared: torch.Tensor,
     else:
         s = torch.sigmoid(torch.einsum("bd,de,bwe->bw", z_x, w_s, z_y).float())  # (B, W)
     if form == "reference":
-        return _offset_mean(s, shared, beta, negatives_ranked)
+        return _offset_mean(s, shared, beta)
     gap = shared[:, :, None] - shared[:, None, :]  # row i above row j when gap > 0
     valid = (gap > 0) & (shared[:, :, None] >= 0) & (shared[:, None, :] >= 0)
-    if not negatives_ranked:
-        valid = valid & (torch.arange(shared.shape[1], device=s.device)[:, None] == 0)
     hinge = torch.relu(s[:, None, :] - s[:, :, None] + beta * gap.float())
     return (hinge * valid).sum((1, 2)).mean()
 
 
-def _offset_mean(s: torch.Tensor, shared: torch.Tensor, beta: float,
-                 negatives_ranked: bool) -> torch.Tensor:
+def _offset_mean(s: torch.Tensor, shared: torch.Tensor, beta: float) -> torch.Tensor:
     """The reference's list form: the list is the negatives from shallow to deep, then the
     positive; for each offset i the pairs (j, j + i) where the later entry shares more
     tokens must be ordered by a margin β·i; the hinge is averaged over the valid pairs of
@@ -121,8 +118,6 @@ def _offset_mean(s: torch.Tensor, shared: torch.Tensor, beta: float,
     for i in range(1, n):
         hi, lo = shared[:, i:], shared[:, :-i]
         valid = (hi > lo) & (lo >= 0)
-        if not negatives_ranked:  # only pairs with the positive, the last entry
-            valid = valid & (torch.arange(i, n, device=s.device) == n - 1)
         hinge = torch.relu(s[:, :-i] - s[:, i:] + beta * i)
         total = total + (hinge * valid).sum() / valid.sum().clamp(min=1)
     return total

@@ -33,7 +33,9 @@ NEG = -1e9  # finite "minus infinity": fully masked rows stay NaN-free in ONNX R
 
 @dataclass(frozen=True)
 class SeaterParams:
-    """Architecture (paper setting: d=64, 1 encoder + 1 decoder layer, 2 heads).
+    """Architecture (paper setting: d=64, 1 encoder + 1 decoder layer, 2 heads). The
+    decoder is the paper's single layer: inference decodes it deduplicated
+    (``Seater._decode_last``), a path that holds for one layer only.
 
     The encoder is SASRec's stack (causal by default, one head) so a trained SASRec can
     initialise it; the paper's bidirectional encoder is ``encoder_causal=False``, and
@@ -45,7 +47,6 @@ class SeaterParams:
     max_len: int = 50
     d_model: int = 64
     enc_layers: int = 1
-    dec_layers: int = 1
     n_heads: int = 2
     enc_heads: int = 1  # as SASRec's, so its encoder weights carry over unchanged
     dropout: float = 0.2
@@ -113,37 +114,30 @@ class DecoderLayer(nn.Module):
         return k, v
 
     def forward(self, x: torch.Tensor, mem_k: torch.Tensor, mem_v: torch.Tensor,
-                mem_bias: torch.Tensor, last_only: bool) -> torch.Tensor:
-        """Shape: x [B, W, t, d]; mem_k, mem_v [B, H, T, dh]; mem_bias [B, T].
+                mem_bias: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: every position of every row.
 
-        Returns [B, W, t', d] with t' = 1 when ``last_only`` (inference needs only the
-        newest position, whose keys and values still come from the whole prefix).
+        Shape: x [B, W, t, d]; mem_k, mem_v [B, H, T, dh]; mem_bias [B, T] -> [B, W, t, d].
         """
-        return self.cross_block(self.self_block(x, last_only), mem_k, mem_v, mem_bias)
+        return self.cross_block(self.self_block(x), mem_k, mem_v, mem_bias)
 
-    def self_block(self, x: torch.Tensor, last_only: bool) -> torch.Tensor:
-        """Causal self-attention within each row's prefix. Shape: [B, W, t, d] -> [B, W, t', d]."""
+    def self_block(self, x: torch.Tensor) -> torch.Tensor:
+        """Causal self-attention within each row's prefix. Shape: [B, W, t, d] -> same."""
         b, w, t, d = x.shape
         h, dh = self.n_heads, d // self.n_heads
-        xn = self.ln_self(x)
-        q, k, v = self.self_qkv(xn).chunk(3, dim=-1)
-        if last_only:
-            q, x = q[:, :, -1:], x[:, :, -1:]
-        tq = q.shape[2]
-        q = q.reshape(b, w, tq, h, dh).transpose(2, 3)  # (B, W, h, tq, dh)
-        k = k.reshape(b, w, t, h, dh).transpose(2, 3)  # (B, W, h, t, dh)
+        q, k, v = self.self_qkv(self.ln_self(x)).chunk(3, dim=-1)
+        q = q.reshape(b, w, t, h, dh).transpose(2, 3)  # (B, W, h, t, dh)
+        k = k.reshape(b, w, t, h, dh).transpose(2, 3)
         v = v.reshape(b, w, t, h, dh).transpose(2, 3)
         # explicit attention: SDPA's ONNX conversion takes 4-D tensors only
-        scores = q @ k.transpose(-1, -2) / math.sqrt(dh)  # (B, W, h, tq, t)
-        if not last_only:
-            causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-            scores = scores.masked_fill(~causal, NEG)
-        att = torch.softmax(scores, dim=-1) @ v  # (B, W, h, tq, dh)
-        out = self.self_out(att.transpose(2, 3).reshape(b, w, tq, d))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(dh)  # (B, W, h, t, t)
+        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        att = torch.softmax(scores.masked_fill(~causal, NEG), dim=-1) @ v  # (B, W, h, t, dh)
+        out = self.self_out(att.transpose(2, 3).reshape(b, w, t, d))
         return x + row_dropout(self.drop, out, self.shared_rows)
 
     def attend_prefix_last(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """``self_block(last_only=True)`` over distinct tokens: the inference fast path.
+        """``self_block`` at the last position only, over distinct tokens: inference.
 
         ``x`` holds each distinct (node, position) token once; ``tokens`` spells every
         distinct prefix as rows into it, so LayerNorm and the K/V projections run once per
@@ -234,10 +228,9 @@ class Seater(nn.Module):
                                            mask_padded_keys=p.mask_padded_keys)
         self.dec_pos = nn.Embedding(max_depth + 1, d)
         self.dec_drop = nn.Dropout(p.dropout)
+        # a list of the one layer, so checkpoints keep their parameter names (layers.0.*)
         self.layers = nn.ModuleList(
-            DecoderLayer(d, p.n_heads, p.dec_ff_mult, p.dropout, p.dec_dropout_shared_rows)
-            for _ in range(p.dec_layers)
-        )
+            [DecoderLayer(d, p.n_heads, p.dec_ff_mult, p.dropout, p.dec_dropout_shared_rows)])
         self.ln_out = nn.LayerNorm(d)
         # W_s of the ranking score σ(pᵀ W_s q). I/d: with the identity, pᵀq of pooled
         # states is tens, σ saturates and the loss has no gradient. Xavier is the
@@ -275,45 +268,45 @@ class Seater(nn.Module):
 
     def memory(self, states: torch.Tensor, real: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-request cross-attention inputs for every decoder layer.
+        """Per-request cross-attention inputs of the decoder layer, with a leading layers
+        axis of one: the bundle's encoder graph and the service keep that layout.
 
-        Shape: states [B, T, d] -> mem_k, mem_v [layers, B, H, T, dh], mem_bias [B, T].
+        Shape: states [B, T, d] -> mem_k, mem_v [1, B, H, T, dh], mem_bias [B, T].
         """
-        kv = [layer.memory_kv(states) for layer in self.layers]
-        mem_k = torch.stack([k for k, _ in kv])
-        mem_v = torch.stack([v for _, v in kv])
+        mem_k, mem_v = self.layers[0].memory_kv(states)
         bias = torch.zeros(real.shape, dtype=states.dtype, device=states.device)
-        return mem_k, mem_v, bias.masked_fill(~real, NEG)
+        # stacked: a contiguous copy, as before; the strides choose the matmul kernel, and
+        # with it the last bits of a training run
+        return torch.stack([mem_k]), torch.stack([mem_v]), bias.masked_fill(~real, NEG)
 
     # ----------------------------------------------------------------- decoder
     def decode(self, prefix: torch.Tensor, mem_k: torch.Tensor, mem_v: torch.Tensor,
                mem_bias: torch.Tensor, last_only: bool = False,
                node_emb: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder states. Shape: prefix int64 [B, W, t] (-1 = padding) -> [B, W, t', d]."""
+        """Decoder states of every position, or with ``last_only`` of the newest one
+        (``_decode_last``). Shape: prefix int64 [B, W, t] (-1 = padding) -> [B, W, t', d]
+        with t' = 1 when ``last_only``."""
         table = self.node_emb.weight if node_emb is None else node_emb
-        if last_only and len(self.layers) == 1:
+        if last_only:
             h, _, _ = self._decode_last(prefix, mem_k, mem_v, mem_bias, table)
             return h.reshape(*prefix.shape[:2], 1, -1)
         t = prefix.shape[-1]
         x = F.embedding(prefix.clamp(min=0), table) * self.in_scale
         x = row_dropout(self.dec_drop, x + self.dec_pos(torch.arange(t, device=prefix.device)),
                         self.p.dec_dropout_shared_rows)
-        for i, layer in enumerate(self.layers):
-            last = last_only and i == len(self.layers) - 1
-            x = layer(x, mem_k[i], mem_v[i], mem_bias, last)
-        return self.ln_out(x)
+        return self.ln_out(self.layers[0](x, mem_k[0], mem_v[0], mem_bias))
 
     def _decode_last(self, prefix: torch.Tensor, mem_k: torch.Tensor, mem_v: torch.Tensor,
                      mem_bias: torch.Tensor, table: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``decode(last_only=True)`` of a one-layer decoder (the paper's), deduplicated.
+        """``decode(last_only=True)``, deduplicated.
 
         Up to the cross-attention a row's state depends only on its prefix, and a prefix
         (a root path, no padding) is fixed by its last node: the beams of 64 requests
         hold 3,200 rows but only the tree's few hundred nodes of that depth. So the
         embeddings, self-attention and its projections run once per distinct token and
         prefix; only cross-attention and feed-forward run per row. Same numbers as
-        the general path (tests/training check both against teacher forcing).
+        teacher forcing (tests/training check it).
         Shape: prefix [B, W, t] -> states [B*W, d], reps int64 [U] (a row per distinct
         last node), inverse int64 [B*W] (row -> its distinct last node).
         """
@@ -354,10 +347,6 @@ class Seater(nn.Module):
         Rows are root paths (what the beam search sends); ``-1`` padding is not expected.
         """
         table = self.node_emb.weight if node_emb is None else node_emb
-        if len(self.layers) != 1:
-            h = self.decode(prefix, mem_k, mem_v, mem_bias, last_only=True, node_emb=table)
-            logits = self.child_logits(h[:, :, 0], prefix[:, :, -1], children, table)
-            return torch.log_softmax(logits, dim=-1)
         b, w, _ = prefix.shape
         k = children.shape[1]
         h, last, inverse = self._decode_last(prefix, mem_k, mem_v, mem_bias, table)

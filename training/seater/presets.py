@@ -27,7 +27,6 @@ REFERENCE: dict[str, Any] = {
         "max_len": 20,  # config/const.py reco_his_max_length
         "d_model": 64,
         "enc_layers": 1,
-        "dec_layers": 1,
         "n_heads": 2,
         "enc_heads": 2,
         "enc_ff_mult": 4,  # inner_dim 256
@@ -47,9 +46,7 @@ REFERENCE: dict[str, Any] = {
         "tau": 0.2,  # sm_temp
         "beta": 0.001,  # rk_margin
         "n_rank_negatives": 4,  # rk_num_neg
-        "rank_negatives_pairs": True,
         "rank_cosine_scale": 0.0,  # rk_act: sigmoid of the bilinear score
-        "generation": True,
         "gen_reduction": "tokens",
         "align_mask_children": False,
         "rank_form": "reference",

@@ -39,9 +39,7 @@ class LossConfig:
     tau: float = 0.1
     beta: float = 0.01
     n_rank_negatives: int = 4
-    rank_negatives_pairs: bool = True
     rank_cosine_scale: float = 0.0  # 0: the paper's σ(pᵀW q); > 0: see ranking_loss
-    generation: bool = True
     gen_reduction: GenReduction = "levels"
     align_mask_children: bool = True
     rank_form: RankForm = "sum"
@@ -137,20 +135,18 @@ class SeaterTask:
         tokens = torch.unique(torch.cat([root, flat[flat >= 0]]))
         parts["align"] = alignment_loss(self.model.node_emb.weight, tokens, self.parent,
                                         cfg.tau, cfg.align_mask_children)
-        total = (parts["gen"] if cfg.generation else parts["gen"] * 0.0) \
-            + cfg.lambda_align * parts["align"]
+        total = parts["gen"] + cfg.lambda_align * parts["align"]
         if q:
             parts["rank"] = ranking_loss(z_x, z_y, torch.from_numpy(shared).to(dev),
-                                         self.model.rank_w, cfg.beta, cfg.rank_negatives_pairs,
-                                         cfg.rank_cosine_scale, cfg.rank_form)
+                                         self.model.rank_w, cfg.beta, cfg.rank_cosine_scale,
+                                         cfg.rank_form)
             total = total + cfg.lambda_rank * parts["rank"]
         logs = {k: float(v.detach()) for k, v in parts.items()}
         if q:  # the ranking loss when all scores are equal: what an inert one stays at
             with torch.no_grad():
                 logs["rank_equal"] = float(ranking_loss(
                     torch.zeros_like(z_x), z_y, torch.from_numpy(shared).to(dev),
-                    self.model.rank_w, cfg.beta, cfg.rank_negatives_pairs,
-                    cfg.rank_cosine_scale, cfg.rank_form))
+                    self.model.rank_w, cfg.beta, cfg.rank_cosine_scale, cfg.rank_form))
         logs["total"] = float(total.detach())
         return total, logs
 
