@@ -30,8 +30,9 @@ class Options:
 
 
 def _group(annotation: Any) -> type[Options] | None:
-    return annotation if isinstance(annotation, type) and issubclass(annotation, Options) \
-        else None
+    """``annotation`` when it is an options group, else None."""
+    is_group = isinstance(annotation, type) and issubclass(annotation, Options)
+    return annotation if is_group else None
 
 
 def _spelled_out(param: inspect.Parameter) -> list[inspect.Parameter]:
@@ -68,8 +69,9 @@ def with_options(command: F) -> F:
               if (g := _group(p.annotation)) is not None}
     params = [q for p in signature.parameters.values() for q in _spelled_out(p)]
     names = [p.name for p in params]
-    if len(set(names)) != len(names):
-        raise TypeError(f"{command.__name__}: an option name is declared twice: {names}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise TypeError(f"{command.__name__}: option name(s) {twice} declared twice")
 
     @functools.wraps(command)
     def wrapper(**given: Any) -> Any:

@@ -41,7 +41,7 @@ def test_a_group_is_spelled_out_in_place_and_gathered_again():
 
 
 def test_an_option_name_declared_twice_is_refused():
-    with pytest.raises(TypeError, match="declared twice"):
+    with pytest.raises(TypeError, match=r"\['items'\] declared twice"):
         @with_options
         def cmd(items: str = "", data: DataArgs = DataArgs()) -> None:
             pass
