@@ -70,6 +70,17 @@ def id_sources(semantic: np.ndarray, sasrec_emb: Path | None, text_emb: np.ndarr
     return sources, notes
 
 
+def codes_fields(codes: str) -> str:
+    """The text fields the indexer behind a codes file read, from the config.json beside
+    it, so SEATER's semantic rows say whether the category was in the text; 'unknown'
+    when that folder is not on this machine."""
+    path = Path(codes).parent / "config.json" if codes else None
+    try:
+        return str(json.loads(path.read_text())["text"]["fields"]) if path else "unknown"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"unknown ({path} not readable here)"
+
+
 def seater_comparison(dataset: str, reports_dir: Path = REPORTS_DIR) -> dict[str, Any]:
     """SEATER loo test metrics with semantic vs balanced IDs from reports/quality/<dataset>.json
     (rows written by ``seater train seater``), paired by the rest of the variant name."""
@@ -86,8 +97,10 @@ def seater_comparison(dataset: str, reports_dir: Path = REPORTS_DIR) -> dict[str
             continue
         cols = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
         sem, bal = run["metrics"]["test"], twin["metrics"]["test"]
+        codes = run.get("config", {}).get("tree", {}).get("codes", "")
         pairs.append({
-            "semantic": key, "balanced": twin["key"],
+            "semantic": key, "balanced": twin["key"], "codes": codes,
+            "text_fields": codes_fields(codes),
             "test": {c: {"semantic": sem.get(c), "balanced": bal.get(c),
                          "ratio": round(sem[c] / bal[c], 4) if bal.get(c) else None}
                      for c in cols if c in sem and c in bal},

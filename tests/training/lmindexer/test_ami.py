@@ -81,13 +81,18 @@ def test_id_sources_builds_trees_and_notes_what_is_missing(tmp_path):
 
 def test_seater_comparison_pairs_semantic_and_balanced_runs(tmp_path):
     (tmp_path / "quality").mkdir()
+    codes = tmp_path / "runs" / "semantic-title-s0" / "codes.npy"
+    codes.parent.mkdir(parents=True)
+    (codes.parent / "config.json").write_text(json.dumps({"text": {"fields": "title"}}))
     def run(ids, r5):
         return {"key": f"seater/loo/{ids}-k16-d64-beam50", "metrics": {"test": {
-            "recall@5": r5, "ndcg@5": 0.6 * r5, "recall@10": 2 * r5, "ndcg@10": r5}}}
+            "recall@5": r5, "ndcg@5": 0.6 * r5, "recall@10": 2 * r5, "ndcg@10": r5}},
+            "config": {"tree": {"codes": str(codes) if ids == "semantic" else ""}}}
     data = {"dataset": "beauty", "runs": [run("semantic", 0.05), run("balanced", 0.052)]}
     (tmp_path / "quality" / "beauty.json").write_text(json.dumps(data))
     out = seater_comparison("beauty", tmp_path)
     pair = out["pairs"][0]
+    assert pair["codes"] == str(codes) and pair["text_fields"] == "title"
     assert pair["test"]["recall@5"]["ratio"] == pytest.approx(0.05 / 0.052, abs=1e-4)
     assert pair["within_10pct_of_balanced"] and pair["above_lmindexer"]
     assert seater_comparison("sports", tmp_path)["status"].endswith("no SEATER runs reported yet")
