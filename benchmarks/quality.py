@@ -103,6 +103,15 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
        for arm, flags in {"base": [], "no-align": ["--lambda-align", "0"],
                           "no-rank": ["--lambda-rank", "0"],
                           "gen-only": ["--lambda-align", "0", "--lambda-rank", "0"]}.items()},
+    # --- semantic IDs measured like for like with LMIndexer (issue 15): the indexer on
+    # titles alone and on title+categories, three seeds each, in the run folders
+    # benchmarks/semantic_ids.py compares (Sports has no categories: title only)
+    **{f"semantic-{dataset}-{slug}-s{seed}": ("semantic-ids", [
+        "seater", "index", "semantic", "-d", dataset, "--fields", fields, "--seed", str(seed),
+        "--name", f"semantic-{slug}-s{seed}", "--threads", "1"])
+       for dataset, settings in (("beauty", ("title", "title+categories")),
+                                 ("sports", ("title",)))
+       for fields in settings for slug in (fields.replace("+", "-"),) for seed in (0, 1, 2)},
     # --- semantic IDs (issue 7): codes from `seater index semantic -d beauty`
     "seater-beauty-semantic": ("semantic", [*SEATER, "-d", "beauty", "--ids", "semantic",
                                             "--codes", "runs/beauty/semantic/codes.npy",
