@@ -120,7 +120,8 @@ def seater_comparison(dataset: str, reports_dir: Path = REPORTS_DIR) -> dict[str
 def compare(dataset: str, item_text: ItemText, semantic: np.ndarray, run_report: dict | None,
             sasrec_emb: Path | None, text_emb: np.ndarray | None, k: int, seed: int,
             command: str) -> dict[str, Any]:
-    """The full comparison report (what ``reports/quality/semantic_ids_<dataset>.json`` holds)."""
+    """One run's comparison report, as ``seater index ami`` writes it (the seeded report
+    with every row labelled by its text fields is ``python -m benchmarks.semantic_ids``)."""
     sources, notes = id_sources(semantic, sasrec_emb, text_emb, k, seed)
     table = ami_table(sources, item_text)
     out: dict[str, Any] = {
