@@ -5,8 +5,8 @@ comparison the cheap one, so they meet only through run folders with fixed names
 ``runs/<dataset>/semantic-<slug>-s<seed>`` (slug ``title`` or ``title-categories``), which
 ``seater index semantic ... --name`` writes as well as this module does. A folder is
 used only when it holds a finished run (``report.json`` is written last) whose recorded
-config is the one this benchmark would train; anything else is reported, and a finished
-run of another config is never overwritten.
+config is the one this benchmark would train; anything else is reported, and neither a
+finished run of another config nor a run another process is training is overwritten.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import logging
 import shlex
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -159,6 +159,26 @@ def find_run(spec: RunSpec, dataset_dir: Path, expected: SemanticRun, quick: boo
     return next((s for s in states if s.status == "finished"), states[0])
 
 
+def running_elsewhere(name: str, dataset: str, proc: Path = Path("/proc")) -> bool:
+    """Whether a live ``seater index semantic`` process on this machine is writing the
+    run ``name`` of ``dataset`` (a background job): its folder is unfinished because it
+    is being trained, and training it here too would overwrite it mid-run."""
+    for entry in proc.glob("[0-9]*"):
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue  # the process ended meanwhile
+        if "index" in argv and "semantic" in argv and _option(argv, "--name") == name and (
+                _option(argv, "-d") or _option(argv, "--dataset")) == dataset:
+            return True
+    return False
+
+
+def _option(argv: list[str], flag: str) -> str | None:
+    """The value after ``flag`` in an argument list (None when absent)."""
+    return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
+
+
 def share_embeddings(target: Path, siblings: list[Path]) -> Path | None:
     """Copy a sibling run's cached MiniLM vectors (same fields, another seed) into
     ``target`` before it trains: encoding is most of a run's time and the seed does not
@@ -186,6 +206,9 @@ def train_run(state: RunState, expected: SemanticRun, data: InteractionData,
     if state.status == "mismatched":
         raise SystemExit(f"{state.reason}: move it away (or pass another --runs) to train "
                          f"{state.spec.name} here")
+    if running_elsewhere(state.spec.name, expected.dataset):
+        log.info("%s is being trained by another process: left to it", state.folder)
+        return replace(state, reason=f"{state.reason}; another process is training it now")
     folder = Path(expected.out_dir) / data.name / state.spec.name
     share_embeddings(folder, [s for s in siblings if s != folder])
     log.info("training %s (%s, seed %d)", folder, state.spec.fields, state.spec.seed)

@@ -18,6 +18,7 @@ from benchmarks.semantic_runs import (
     find_run,
     parse_fields,
     run_name,
+    running_elsewhere,
 )
 from benchmarks.semantic_table import (
     SemanticRunCodes,
@@ -194,3 +195,16 @@ def test_cold_start_results_of_an_older_report_are_kept_with_their_run():
     semantic_ids.label_pairs(pairs, semantic_ids.known_fields({}, prov))
     assert pairs["pairs"][0]["text_fields"] == "title+categories"
     assert semantic_ids.carried_cold_start(None) == {}
+
+
+def test_a_run_another_process_is_training_is_recognised(tmp_path):
+    """Training it here too would overwrite a background job's folder mid-run."""
+    proc = tmp_path / "proc"
+    for pid, argv in {"12": [".venv/bin/python", ".venv/bin/seater", "index", "semantic", "-d",
+                             "beauty", "--fields", "title", "--name", "semantic-title-s1"],
+                      "13": ["python", "-m", "pytest"]}.items():
+        (proc / pid).mkdir(parents=True)
+        (proc / pid / "cmdline").write_bytes("\0".join(argv).encode() + b"\0")
+    assert running_elsewhere("semantic-title-s1", "beauty", proc)
+    assert not running_elsewhere("semantic-title-s1", "sports", proc)
+    assert not running_elsewhere("semantic-title-s2", "beauty", proc)
