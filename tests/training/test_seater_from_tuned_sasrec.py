@@ -93,3 +93,21 @@ def test_visible_padding_exports_with_parity(tree, tmp_path):
     path = export_bundle(model, tree, items, tmp_path, "v1", "synthetic")
     manifest = json.loads((path / "manifest.json").read_text())
     assert max(manifest["parity_max_abs_diff"].values()) <= 1e-4
+
+
+def test_seater_at_its_defaults_takes_the_sasrecs_input_conventions(sasrec_run, tmp_path):
+    from training.seater.pipeline import SeaterRun, follow_sasrec_conventions
+
+    folder, _ = sasrec_run
+    adopted = follow_sasrec_conventions(SeaterRun(model=SEATER), folder).model
+    assert (adopted.scale_input, adopted.mask_padded_keys) == (False, False)
+    # not initialised from it: nothing to follow
+    scratch = follow_sasrec_conventions(SeaterRun(model=SEATER, init_from_sasrec=False), folder)
+    assert scratch.model == SEATER
+    # a plain SASRec: SEATER's flags set against it stay as set, and init refuses them
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text(json.dumps(asdict(SASRecRun(model=replace(
+        TUNED, init="sasrec", mask_padded_keys=True)))))
+    asked = SeaterRun(model=MATCHING)
+    assert follow_sasrec_conventions(asked, plain) == asked

@@ -6,6 +6,13 @@ validation metric among the dataset's SASRec runs of SEATER's width, else one tr
 first with the run's own budget. The tree is cached in the run folder next to the
 model, so ``seater export`` and the evaluation use exactly the tree the model was
 trained on.
+
+When SEATER's encoder starts from that SASRec's, it runs under the SASRec's input
+conventions (input scaling, masked or visible padding): the model flags at their
+defaults take the SASRec's values (so the strongest, RecTools-style SASRec is usable as
+is), flags set to something else that contradicts it are refused. ``config.json`` keeps
+the flags as asked (what a resume compares); ``result.json`` and the checkpoint hold the
+ones the run used.
 """
 
 from __future__ import annotations
@@ -173,6 +180,28 @@ def make_tree(cfg: TreeParams, emb: np.ndarray | None, n_items: int) -> tuple[Id
     return tree, asdict(rep)
 
 
+def sasrec_conventions(sasrec_folder: Path) -> dict[str, bool]:
+    """The encoder input conventions a SASRec run was trained under, by SEATER's names."""
+    conf = sasrec_folder / "config.json"
+    sasrec = from_saved(SASRecRun, json.loads(conf.read_text()), str(conf)).model
+    return {"scale_input": sasrec.init == "sasrec", "mask_padded_keys": sasrec.mask_padded_keys}
+
+
+def follow_sasrec_conventions(cfg: SeaterRun, sasrec_folder: Path | None) -> SeaterRun:
+    """``cfg`` with the SASRec's input conventions where SEATER's flags are at their
+    defaults and its encoder is initialised from that SASRec (see the module doc)."""
+    if not cfg.init_from_sasrec or sasrec_folder is None:
+        return cfg
+    defaults = SeaterParams()
+    adopt = {k: v for k, v in sasrec_conventions(sasrec_folder).items()
+             if getattr(cfg.model, k) != v and getattr(cfg.model, k) == getattr(defaults, k)}
+    if not adopt:
+        return cfg
+    log.info("SEATER's encoder takes %s's input conventions: %s", sasrec_folder,
+             ", ".join(f"model.{k}={str(v).lower()}" for k, v in adopt.items()))
+    return replace(cfg, model=replace(cfg.model, **adopt))
+
+
 def init_from_sasrec(model: Seater, tree: IdTree, sasrec_folder: Path, emb: np.ndarray) -> None:
     """Leaves <- SASRec item embeddings, internal nodes <- their leaves' centroid, and the
     encoder <- SASRec's encoder when the stacks match.
@@ -183,17 +212,16 @@ def init_from_sasrec(model: Seater, tree: IdTree, sasrec_folder: Path, emb: np.n
         raise ConfigError(f"SASRec embeddings in {sasrec_folder} are {emb.shape[1]}-d but "
                           f"SEATER has d_model={model.p.d_model}: pass --d-model "
                           f"{emb.shape[1]}, another --sasrec-run, or --scratch")
-    conf = sasrec_folder / "config.json"
-    sasrec = from_saved(SASRecRun, json.loads(conf.read_text()), str(conf)).model
-    want = {"scale_input": sasrec.init == "sasrec", "mask_padded_keys": sasrec.mask_padded_keys}
+    want = sasrec_conventions(sasrec_folder)
     have = {"scale_input": model.encoder.scale != 1.0,
             "mask_padded_keys": model.encoder.mask_padded_keys}
     if want != have:
         diff = ", ".join(f"{k}: SASRec {want[k]}, SEATER {have[k]}" for k in want
                          if want[k] != have[k])
         raise ConfigError(f"{sasrec_folder} was trained with another encoder input ({diff}); "
-                          "SEATER's encoder cannot take its weights as they are. Use a SASRec "
-                          "run with the original details (--sasrec-run), or --scratch")
+                          "SEATER's encoder cannot take its weights as they are. Leave "
+                          "model.scale_input / model.mask_padded_keys at their defaults (they "
+                          "then follow the SASRec), pick another --sasrec-run, or --scratch")
     with torch.no_grad():
         model.node_emb.weight.copy_(torch.from_numpy(node_centroids(tree, emb)))
     state = load_checkpoint(sasrec_folder / "fit" / "model.pt")["model"]
@@ -267,6 +295,7 @@ def run_seater(cfg: SeaterRun, resume: bool = True, data: InteractionData | None
     data, run_dir = run.data, run.dir
     needs_emb = cfg.tree.ids in ("balanced", "kmeans") or cfg.init_from_sasrec
     emb, sasrec_folder = sasrec_embeddings(cfg, data) if needs_emb else (None, None)
+    cfg = follow_sasrec_conventions(cfg, sasrec_folder)
     tree_path = run_dir / "tree.npz"
     if run.main and not (resume and tree_path.is_file()):
         tree, tree_report = make_tree(cfg.tree, emb, data.n_items)
