@@ -35,6 +35,7 @@ from training.run_folder import FINGERPRINT, data_fingerprint
 from training.runner import RunSettings, finish_run, fit_and_test, report_entries, start_run
 from training.sasrec.model import SASRecParams
 from training.sasrec.pipeline import SASRecRun, run_sasrec
+from training.seater.distill import load_teacher
 from training.seater.model import Seater, SeaterParams
 from training.seater.task import LossConfig, SeaterTask
 from training.trainer import TrainConfig, barrier
@@ -245,6 +246,9 @@ def variant_name(cfg: SeaterRun) -> str:
         parts.append("no-rank")
     if lo.lambda_rank > 0 and lo.rank_cosine_scale > 0:
         parts.append(f"rankcos{lo.rank_cosine_scale:g}")
+    if lo.lambda_distill > 0:
+        parts.append(f"distill{lo.lambda_distill:g}" + (
+            f"t{lo.distill_temperature:g}" if lo.distill_temperature != 1 else ""))
     if not cfg.init_from_sasrec:
         parts.append("scratch")
     if not p.scale_input:  # the input conventions of a RecTools-style SASRec
@@ -293,7 +297,8 @@ def run_seater(cfg: SeaterRun, resume: bool = True, data: InteractionData | None
                ) -> list[dict[str, Any]]:
     run = start_run(cfg, resume, data)
     data, run_dir = run.data, run.dir
-    needs_emb = cfg.tree.ids in ("balanced", "kmeans") or cfg.init_from_sasrec
+    needs_emb = (cfg.tree.ids in ("balanced", "kmeans") or cfg.init_from_sasrec
+                 or cfg.losses.lambda_distill > 0)
     emb, sasrec_folder = sasrec_embeddings(cfg, data) if needs_emb else (None, None)
     cfg = follow_sasrec_conventions(cfg, sasrec_folder)
     tree_path = run_dir / "tree.npz"
@@ -305,6 +310,14 @@ def run_seater(cfg: SeaterRun, resume: bool = True, data: InteractionData | None
     tree = IdTree.load(tree_path)
     tree_report = json.loads((run_dir / "tree.json").read_text())
     log.info("tree %s: %s", cfg.tree.ids, tree.summary())
+    teacher = None
+    if cfg.losses.lambda_distill > 0:
+        if sasrec_folder is None:
+            raise ConfigError("losses.lambda_distill > 0 distils a SASRec run: pass "
+                              "--sasrec-run or train one on this dataset first")
+        teacher = load_teacher(sasrec_folder, tree, cfg.losses.distill_temperature, run.device)
+        log.info("distilling from %s (weight %g, temperature %g)", sasrec_folder,
+                 cfg.losses.lambda_distill, cfg.losses.distill_temperature)
     extra = {"kind": "seater", "config": asdict(cfg), "n_items": data.n_items,
              "tree": tree.summary(), "sasrec_run": str(sasrec_folder or "")}
 
@@ -313,7 +326,7 @@ def run_seater(cfg: SeaterRun, resume: bool = True, data: InteractionData | None
         if cfg.init_from_sasrec and sasrec_folder is not None and emb is not None:
             init_from_sasrec(model, tree, sasrec_folder, emb)
         return SeaterTask(model.to(run.device), tree, train_seqs, run.device, cfg.losses,
-                          beam_size=cfg.beam_size)
+                          beam_size=cfg.beam_size, teacher=teacher)
 
     out = fit_and_test(build, data, cfg.protocol, cfg.train, run_dir, cfg.refit,
                        cfg.excludes_seen(), resume, extra)

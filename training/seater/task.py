@@ -12,6 +12,7 @@ import torch
 from indexer import IdTree, beam_search
 from training.batching import length_batches
 from training.data.sequences import Sequences
+from training.seater.distill import TreeTeacher, distillation_loss
 from training.seater.losses import (
     GenReduction,
     RankForm,
@@ -44,6 +45,10 @@ class LossConfig:
     align_mask_children: bool = True
     rank_form: RankForm = "sum"
     rank_negatives: RankNegatives = "levels"
+    # distillation from the SASRec the run is built on (training.seater.distill): 0 = off,
+    # no teacher is loaded; its temperature softens the teacher's item softmax
+    lambda_distill: float = 0.0
+    distill_temperature: float = 1.0
 
 
 class SeaterBatch(NamedTuple):
@@ -63,8 +68,12 @@ class SeaterTask:
     """
 
     def __init__(self, model: Seater, tree: IdTree, train: Sequences, device: torch.device,
-                 losses: LossConfig, beam_size: int = 50) -> None:
+                 losses: LossConfig, beam_size: int = 50,
+                 teacher: TreeTeacher | None = None) -> None:
+        if losses.lambda_distill > 0 and teacher is None:
+            raise ValueError("losses.lambda_distill > 0 needs a teacher (the SASRec run)")
         self.model = model
+        self.teacher = teacher
         self.tree = tree
         self.device = device
         self.losses = losses
@@ -136,6 +145,10 @@ class SeaterTask:
         parts["align"] = alignment_loss(self.model.node_emb.weight, tokens, self.parent,
                                         cfg.tau, cfg.align_mask_children)
         total = parts["gen"] + cfg.lambda_align * parts["align"]
+        if self.teacher is not None:
+            soft = self.teacher.child_targets(self.teacher.item_probs(hist), targets)
+            parts["distill"] = distillation_loss(logits, soft)
+            total = total + cfg.lambda_distill * parts["distill"]
         if q:
             parts["rank"] = ranking_loss(z_x, z_y, torch.from_numpy(shared).to(dev),
                                          self.model.rank_w, cfg.beta, cfg.rank_cosine_scale,

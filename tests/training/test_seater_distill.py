@@ -1,0 +1,106 @@
+"""Distillation from a SASRec folded onto the tree: soft child targets against an oracle
+that reads subtrees off the node paths, the loss by hand, and a training step with it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from indexer import BuildConfig, build_tree
+from training.data.sequences import Sequences
+from training.sasrec.model import SASRec, SASRecParams
+from training.seater.distill import TreeTeacher, distillation_loss
+from training.seater.losses import generation_loss
+from training.seater.model import Seater, SeaterParams
+from training.seater.task import LossConfig, SeaterTask
+
+N_ITEMS = 11  # k = 3: an uneven last level, so some child slots are empty
+
+
+@pytest.fixture(scope="module")
+def tree():
+    rng = np.random.default_rng(1)
+    t, _ = build_tree(rng.normal(size=(N_ITEMS, 4)).astype(np.float32),
+                      BuildConfig(k=3, progress=False))
+    return t
+
+
+@pytest.fixture(scope="module")
+def teacher(tree):
+    torch.manual_seed(0)
+    sasrec = SASRec(N_ITEMS, SASRecParams(max_len=6, d_model=8, dropout=0.0))
+    return TreeTeacher(sasrec, tree, temperature=1.0, device=torch.device("cpu"))
+
+
+def oracle(tree, probs: np.ndarray, target: int) -> np.ndarray:
+    """Per level, the mass under each child of the path's node, from node_paths alone."""
+    paths = tree.node_paths
+    out = np.zeros((tree.max_depth, tree.k))
+    parent = tree.root
+    for level, node in enumerate(paths[target]):
+        if node < 0:
+            break
+        for slot, child in enumerate(tree.children[parent]):
+            if child >= 0:
+                out[level, slot] = probs[(paths == child).any(axis=1)].sum()
+        out[level] /= out[level].sum()
+        parent = node
+    return out
+
+
+def test_child_targets_are_the_mass_under_each_child(tree, teacher):
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(N_ITEMS), size=4)
+    targets = np.array([0, 5, 9, 10])
+    got = teacher.child_targets(torch.tensor(probs, dtype=torch.float32), targets).numpy()
+    for b, target in enumerate(targets):
+        np.testing.assert_allclose(got[b], oracle(tree, probs[b], target), atol=1e-6)
+    empty = tree.children[tree.node_paths[targets][:, :-1]] < 0  # slots with no child
+    assert (got[:, 1:][empty] == 0).all()
+
+
+def test_a_teacher_sure_of_the_target_gives_the_generation_loss(tree, teacher):
+    targets = np.array([2, 7, 3])
+    probs = torch.zeros(3, N_ITEMS)
+    probs[torch.arange(3), torch.from_numpy(targets)] = 1.0
+    soft = teacher.child_targets(probs, targets)
+    logits = torch.randn(3, tree.max_depth, tree.k)
+    slots = torch.from_numpy(np.where(tree.node_paths[targets] >= 0,
+                                      tree.slot[np.maximum(tree.node_paths[targets], 0)], -1)
+                             .astype(np.int64))
+    assert distillation_loss(logits, soft).item() == pytest.approx(
+        generation_loss(logits, slots).item(), rel=1e-6)
+
+
+def test_distillation_loss_by_hand():
+    logits = torch.tensor([[[0.0, 1.0], [2.0, 0.0]]])  # one example, two levels, k = 2
+    soft = torch.tensor([[[0.25, 0.75], [0.5, 0.5]]])
+    lse0, lse1 = np.log(1 + np.e), np.log(np.e ** 2 + 1)
+    want = -(0.25 * (0 - lse0) + 0.75 * (1 - lse0)) - (0.5 * (2 - lse1) + 0.5 * (0 - lse1))
+    assert distillation_loss(logits, soft).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_item_probs_are_the_sasrecs_softmax(teacher):
+    hist = Sequences.from_lists([[1, 2, 3], [4]])
+    probs = teacher.item_probs(hist)
+    seq = torch.tensor([[N_ITEMS] * 3 + [1, 2, 3], [N_ITEMS] * 5 + [4]])
+    want = torch.softmax(teacher.sasrec.scores(seq), dim=-1)
+    assert torch.allclose(probs, want, atol=1e-6) and torch.allclose(probs.sum(1), torch.ones(2))
+
+
+def test_a_task_with_a_teacher_trains_on_it_and_one_without_refuses_the_weight(tree, teacher):
+    train = Sequences.from_lists([[0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 1]])
+    torch.manual_seed(0)
+    model = Seater(tree.n_nodes, tree.max_depth, tree.root,
+                   SeaterParams(d_model=8, max_len=6, n_heads=2, dropout=0.0))
+    losses = LossConfig(lambda_distill=0.5)
+    task = SeaterTask(model, tree, train, torch.device("cpu"), losses, teacher=teacher)
+    batch = next(task.batches(np.random.default_rng(0), 8))
+    total, logs = task.loss(batch)
+    want = logs["gen"] + 0.05 * logs["align"] + 0.05 * logs["rank"] + 0.5 * logs["distill"]
+    assert logs["distill"] > 0 and total.item() == pytest.approx(want, rel=1e-5)
+    total.backward()
+    assert teacher.sasrec.item_emb.weight.grad is None  # the teacher stays frozen
+    with pytest.raises(ValueError, match="needs a teacher"):
+        SeaterTask(model, tree, train, torch.device("cpu"), losses)

@@ -1,0 +1,93 @@
+"""A trained SASRec as SEATER's teacher: its next-item distribution folded onto the tree.
+
+SEATER's generation loss is a hierarchical softmax trained on one hard target path; the
+SASRec it is built from scores every item with a full softmax. Folding the teacher's
+item probabilities onto the tree gives, at each level of the target's path, a soft
+target over the children of the path's node there: the share of the node's mass that
+lies under each child. Training the decoder towards those (``losses.lambda_distill``)
+hands it what the teacher knows about every other item, which one hard path cannot.
+
+The teacher is the fit of the SASRec run SEATER's tree and initialisation come from (it
+saw no validation targets, as SEATER's fit does not), frozen, in eval mode.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from indexer import IdTree
+from training.checkpoint import load_checkpoint
+from training.config import from_saved
+from training.data.sequences import Sequences
+from training.sasrec.model import SASRec
+
+
+class TreeTeacher:
+    """Soft child targets along target paths, from a frozen SASRec."""
+
+    def __init__(self, sasrec: SASRec, tree: IdTree, temperature: float,
+                 device: torch.device) -> None:
+        if sasrec.n_items != tree.n_items:
+            raise ValueError(f"the teacher scores {sasrec.n_items} items, the tree has "
+                             f"{tree.n_items}")
+        self.sasrec = sasrec.to(device).eval().requires_grad_(False)
+        self.temperature = temperature
+        self.device = device
+        self.order = torch.from_numpy(tree.leaf_order).to(device)  # depth-first items
+        self.lo = torch.from_numpy(tree.leaf_lo).to(device)
+        self.hi = torch.from_numpy(tree.leaf_hi).to(device)
+        self.children = torch.from_numpy(tree.children.astype(np.int64)).to(device)
+        self.paths = tree.node_paths  # [N, L]
+        self.root = tree.root
+
+    @torch.no_grad()
+    def item_probs(self, histories: Sequences) -> torch.Tensor:
+        """The teacher's next-item distribution. Shape: B histories -> [B, n_items]."""
+        seq = histories.tail(self.sasrec.p.max_len).to_padded(pad=self.sasrec.pad_id)
+        scores = self.sasrec.scores(torch.from_numpy(seq).to(self.device)).float()
+        return torch.softmax(scores / self.temperature, dim=-1)
+
+    @torch.no_grad()
+    def child_targets(self, probs: torch.Tensor, targets: np.ndarray) -> torch.Tensor:
+        """At each level of each target's path, the teacher's distribution over the
+        children of the path's node one level up (zeros beyond a shorter path and on
+        empty child slots).
+
+        Shape: probs [B, n_items], targets int64 [B] item indices -> [B, L, k].
+        """
+        cum = F.pad(probs[:, self.order].cumsum(dim=1), (1, 0))  # [B, N + 1]
+        paths = torch.from_numpy(self.paths[targets]).to(self.device)  # [B, L]
+        parents = torch.cat([paths.new_full((len(targets), 1), self.root), paths[:, :-1]], 1)
+        kids = self.children[parents.clamp(min=0)]  # [B, L, k]
+        ok = (kids >= 0) & (paths >= 0)[..., None]
+        safe = kids.clamp(min=0)
+        rows = torch.arange(len(targets), device=self.device)[:, None, None]
+        mass = (cum[rows, self.hi[safe]] - cum[rows, self.lo[safe]]).clamp(min=0) * ok
+        total = mass.sum(-1, keepdim=True)
+        return torch.where(total > 0, mass / total.clamp(min=1e-30), torch.zeros_like(mass))
+
+
+def distillation_loss(logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the decoder's child distributions against the teacher's, summed
+    over the path's levels and averaged over examples (the ``levels`` reduction of the
+    generation loss, so the weight compares with it). Shape: logits, soft [B, L, k]."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    per_level = -(soft * torch.where(soft > 0, logp, torch.zeros_like(logp))).sum(-1)
+    return per_level.sum(1).mean()
+
+
+def load_teacher(sasrec_folder: Path, tree: IdTree, temperature: float,
+                 device: torch.device) -> TreeTeacher:
+    """The fit of a SASRec run folder as a teacher (``weights_only`` read)."""
+    from training.sasrec.pipeline import SASRecRun
+
+    conf = Path(sasrec_folder) / "config.json"
+    cfg = from_saved(SASRecRun, json.loads(conf.read_text()), str(conf))
+    model = SASRec(tree.n_items, cfg.model)
+    model.load_state_dict(load_checkpoint(Path(sasrec_folder) / "fit" / "model.pt")["model"])
+    return TreeTeacher(model, tree, temperature, device)
