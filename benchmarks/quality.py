@@ -83,6 +83,14 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
         "runs/beauty/sasrec-loo-rectools-batch4096", "--set", "model.scale_input=false",
         "--set", "model.mask_padded_keys=false", "--seed", str(seed),
         "--name", f"seater-loo-tuned-s{seed}"]) for seed in (0, 1, 2)},
+    # --- distillation from the tuned SASRec (training/seater/distill.py): its next-item
+    # softmax folded onto the tree as soft child targets beside the hard path (fit only:
+    # compare with the seater-beauty-tuned-s* fit rows)
+    **{f"seater-beauty-tuned-distill{w}-s{seed}": ("distill", [
+        *SEATER, "-d", "beauty", "-p", "loo", "--sasrec-run",
+        "runs/beauty/sasrec-loo-rectools-batch4096", "--set", f"losses.lambda_distill={w}",
+        "--seed", str(seed), "--name", f"seater-loo-tuned-distill{w}-s{seed}"])
+       for w in (1,) for seed in (0, 1, 2)},
     # --- the authors' configuration (docs/seater_reference.md), beside the default preset
     "seater-beauty-reference": ("reference", [*SEATER, "-d", "beauty", "-p", "loo", "--refit",
                                               "--preset", "reference",
