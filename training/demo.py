@@ -95,8 +95,11 @@ def run_demo(dataset: str, out: Path, port: int, artifacts: Path = Path("artifac
     log.info("[4/5] start the service on port %d", port)
     env = {**os.environ, "SEATER_LOG_JSON": "false"}
     env.pop("REDIS_URL", None)  # the demo needs nothing running: in-process cache
+    # one worker process: the repeated request must reach the worker whose in-process
+    # cache holds its state (several workers share states only through Redis)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--artifacts", str(bundle), "--port", str(port)],
+        [sys.executable, "-m", "service", "--artifacts", str(bundle), "--port", str(port),
+         "--workers", "1"],
         env=env,
     )
     url = f"http://127.0.0.1:{port}"
