@@ -61,6 +61,10 @@ def label(entry: dict[str, Any]) -> str:
         parts.append("scratch")
     if rank > 0 and losses.get("rank_cosine_scale", 0) > 0:
         parts.append(f"cosine rank score x{losses['rank_cosine_scale']:g}")
+    if losses.get("lambda_distill", 0) > 0:
+        temperature = losses.get("distill_temperature", 1)
+        parts.append(f"distilled x{losses['lambda_distill']:g}"
+                     + (f" T={temperature:g}" if temperature != 1 else ""))
     if "preset" in cfg:  # rows written since presets exist; earlier rows ran without one
         parts.append(f"preset {cfg['preset']}")
     if entry.get("sasrec_run"):

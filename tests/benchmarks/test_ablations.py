@@ -37,6 +37,11 @@ def test_labels_come_from_the_config_not_the_variant_name():
     cosine = {**SEATER, "losses": {**SEATER["losses"], "rank_cosine_scale": 5.0}}
     assert label(row("seater", "x", 0, 0, epochs=4, **cosine)) == (
         "SEATER balanced cosine rank score x5 *")
+    distilled = {**SEATER, "losses": {**SEATER["losses"], "lambda_distill": 1.0}}
+    assert label(row("seater", "x", 0, 0, **distilled)) == "SEATER balanced distilled x1"
+    warm = {**SEATER, "losses": {**SEATER["losses"], "lambda_distill": 0.5,
+                                 "distill_temperature": 2.0}}
+    assert label(row("seater", "x", 0, 0, **warm)) == "SEATER balanced distilled x0.5 T=2"
     k8 = {"tree": {"ids": "kmeans", "k": 8}, "losses": SEATER["losses"],
           "init_from_sasrec": False}
     assert label(row("seater", "x", 0, 0, refit=True, **k8)) == (
