@@ -163,6 +163,45 @@ def seed_means(runs: list[dict[str, Any]], by: dict[str, dict[str, float]]) -> l
     return lines
 
 
+# two-sided 95% Student t quantiles by degrees of freedom (paired seeds - 1)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
+ARMS = ("no-align", "no-rank", "gen-only")
+
+
+def paired_arms(runs: list[dict[str, Any]]) -> list[str]:
+    """Seeded ablation arms against the full model of the same preset, budget and seed:
+    the mean ± std of the per-seed differences, and whether the 95% t-interval of that
+    mean excludes 0 (a loss "helps" when switching it off loses beyond the noise)."""
+    cells: dict[tuple[str, str, int], dict[str, float]] = {}
+    for r in runs:
+        name = label(r)
+        if not (name.startswith("SEATER") and name.endswith("*")):
+            continue
+        seed = r.get("config", {}).get("train", {}).get("seed", 0)
+        base = re.sub(r" seed \d+", "", name)
+        arm = next((a for a in ARMS if f" {a} " in base), "full")
+        cells[(base.replace(f" {arm}", "") if arm != "full" else base, arm, seed)] = \
+            r["metrics"]["test"]
+    lines = []
+    for (config, arm, _seed) in sorted({(c, a, 0) for c, a, _ in cells if a != "full"}):
+        seeds = sorted(s for c, a, s in cells if (c, a) == (config, arm)
+                       and (config, "full", s) in cells)
+        if len(seeds) < 2:
+            continue
+        parts = []
+        for metric in ("recall@10", "ndcg@10"):
+            diffs = np.array([cells[(config, "full", s)][metric] - cells[(config, arm, s)][metric]
+                              for s in seeds])
+            mean, sd = float(diffs.mean()), float(diffs.std(ddof=1))
+            half = T95.get(len(seeds) - 1, 2.0) * sd / np.sqrt(len(seeds))
+            verdict = ("helps" if mean - half > 0 else "hurts" if mean + half < 0
+                       else "within the noise")
+            parts.append(f"{metric} {mean:+.4f} ± {sd:.4f} ({verdict})")
+        lines.append(f"- {config[:-2]}: full model minus {arm}, paired over seeds "
+                     f"{', '.join(map(str, seeds))}: " + "; ".join(parts) + ".")
+    return lines
+
+
 def findings(runs: list[dict[str, Any]], dataset: str) -> str:
     """The gaps the issue asks the report to state, computed from the rows above."""
     rows = {label(r): r for r in runs}
@@ -183,6 +222,7 @@ def findings(runs: list[dict[str, Any]], dataset: str) -> str:
                          f"{b['recall@10']:.4f} ({r10}), ndcg@10 {a['ndcg@10']:.4f} vs "
                          f"{b['ndcg@10']:.4f} ({n10}).")
     lines += seed_means(runs, by)
+    lines += paired_arms(runs)
     ref, main = TIGER.get(dataset), by.get("SEATER balanced (refit)") or by.get("SEATER balanced")
     if ref and main:
         lines.append("- SEATER vs TIGER (published): recall@10 {}, ndcg@10 {}."
