@@ -228,9 +228,10 @@ def findings(runs: list[dict[str, Any]], dataset: str) -> str:
         lines.append("- SEATER vs TIGER (published): recall@10 {}, ndcg@10 {}."
                      .format(*_gaps(main, ref)))
     base = by.get("SEATER balanced *")
-    budget = sorted(k for k in by if k.endswith("*") and k != "SEATER balanced *")
+    epochs = rows["SEATER balanced *"]["config"]["train"]["epochs"] if base else None
+    budget = sorted(k for k in by if k.endswith("*") and k != "SEATER balanced *"
+                    and rows[k]["config"]["train"]["epochs"] == epochs)
     if base and budget:
-        epochs = rows["SEATER balanced *"]["config"]["train"]["epochs"]
         lines.append(f"- Same {epochs}-epoch budget, each variant against the full three-loss "
                      "configuration (recall@10 / ndcg@10): "
                      + "; ".join("{} {} / {}".format(k[:-2], *_gaps(by[k], base))
