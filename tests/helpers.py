@@ -54,3 +54,13 @@ def toy_nodes() -> ToyNodes:
     return ToyNodes(emb=torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, -1.0]]),
                     parent=torch.tensor([-1, 0, 0, 1]), tokens=torch.tensor([0, 1, 2, 3]),
                     tau=0.5)
+
+
+def random_tree(n_items: int, k: int, seed: int):
+    """A balanced tree over random 4-d vectors: the shape of a real one, built in ms."""
+    from indexer import BuildConfig, build_tree
+
+    rng = np.random.default_rng(seed)
+    tree, _ = build_tree(rng.normal(size=(n_items, 4)).astype(np.float32),
+                         BuildConfig(k=k, progress=False))
+    return tree

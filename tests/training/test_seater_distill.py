@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from indexer import BuildConfig, build_tree
+from tests.helpers import random_tree
 from training.data.sequences import Sequences
 from training.sasrec.model import SASRec, SASRecParams
 from training.seater.distill import TreeTeacher, distillation_loss
@@ -20,17 +20,7 @@ N_ITEMS = 11  # k = 3: an uneven last level, so some child slots are empty
 
 @pytest.fixture(scope="module")
 def tree():
-    rng = np.random.default_rng(1)
-    t, _ = build_tree(rng.normal(size=(N_ITEMS, 4)).astype(np.float32),
-                      BuildConfig(k=3, progress=False))
-    return t
-
-
-@pytest.fixture(scope="module")
-def teacher(tree):
-    torch.manual_seed(0)
-    sasrec = SASRec(N_ITEMS, SASRecParams(max_len=6, d_model=8, dropout=0.0))
-    return TreeTeacher(sasrec, tree, temperature=1.0, device=torch.device("cpu"))
+    return random_tree(N_ITEMS, k=3, seed=1)
 
 
 def oracle(tree, probs: np.ndarray, target: int) -> np.ndarray:
@@ -47,6 +37,13 @@ def oracle(tree, probs: np.ndarray, target: int) -> np.ndarray:
         out[level] /= out[level].sum()
         parent = node
     return out
+
+
+@pytest.fixture(scope="module")
+def teacher(tree):
+    torch.manual_seed(0)
+    sasrec = SASRec(N_ITEMS, SASRecParams(max_len=6, d_model=8, dropout=0.0))
+    return TreeTeacher(sasrec, tree, temperature=1.0, device=torch.device("cpu"))
 
 
 def test_child_targets_are_the_mass_under_each_child(tree, teacher):

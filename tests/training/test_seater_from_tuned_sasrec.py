@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from indexer import BuildConfig, build_tree
+from tests.helpers import random_tree
 from training.config import ConfigError
 from training.sasrec.model import SASRec, SASRecParams
 from training.sasrec.pipeline import SASRecRun
@@ -26,10 +26,7 @@ MATCHING = replace(SEATER, scale_input=False, mask_padded_keys=False)
 
 @pytest.fixture(scope="module")
 def tree():
-    rng = np.random.default_rng(0)
-    t, _ = build_tree(rng.normal(size=(N_ITEMS, 4)).astype(np.float32),
-                      BuildConfig(k=3, progress=False))
-    return t
+    return random_tree(N_ITEMS, k=3, seed=0)
 
 
 @pytest.fixture(scope="module")
