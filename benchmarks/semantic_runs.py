@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from training.config import build
+from training.config import build, flat_keys
 from training.data import InteractionData
 from training.lmindexer.config import SemanticRun, TextFields
 from training.lmindexer.pipeline import run_semantic
@@ -98,23 +98,12 @@ def expected_config(spec: RunSpec, dataset: str, runs_dir: str, threads: int, qu
     return build(SemanticRun, None, flags, overrides)
 
 
-def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dict -> dotted keys (lists kept as values, tuples read as lists)."""
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-    return out
-
-
 def config_mismatch(recorded: dict[str, Any], expected: SemanticRun) -> list[str]:
     """Dotted keys where a recorded run config differs from ``expected`` (what it learned
     from and how; where it was written does not count). A key the run did not record
     (an option added since) counts as its default, which is what the run did then."""
-    want, got = flat(asdict(expected)), flat(recorded)
-    default = flat(asdict(SemanticRun()))
+    want, got = flat_keys(asdict(expected)), flat_keys(recorded)
+    default = flat_keys(asdict(SemanticRun()))
     diff = []
     for key in sorted(set(want) | set(got)):
         if key in IGNORED or (key in RESOLVED and not want.get(key)):

@@ -191,6 +191,18 @@ def _preset_default(cls: type) -> str | None:
     return None
 
 
+def flat_keys(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config mapping as dotted keys (``{"model.d_model": 64}``); tuples read as
+    lists, so a config as a dataclass gives and as its JSON reads compare equal."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
 def parse_overrides_flat(flags: dict[str, Any]) -> dict[str, Any]:
     """``{"train.lr": 1e-3}`` -> ``{"train": {"lr": 1e-3}}``."""
     out: dict[str, Any] = {}

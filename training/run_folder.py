@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from training.config import ConfigError
+from training.config import ConfigError, flat_keys
 from training.data import InteractionData
 
 log = logging.getLogger(__name__)
@@ -43,21 +43,10 @@ def data_fingerprint(data: InteractionData) -> dict[str, Any]:
             "interactions": data.n_interactions, "sha256": h.hexdigest()}
 
 
-def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in cfg.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """``{"model.d_model": (64, 128), ...}`` for every setting both configs have and that
     differs (a key only one has was added or dropped by a code change, not by the user)."""
-    a, b = _flat(old), _flat(new)
+    a, b = flat_keys(old), flat_keys(new)
     return {k: (a[k], b[k]) for k in sorted(set(a) & set(b)) if a[k] != b[k]}
 
 
