@@ -16,7 +16,7 @@ import shlex
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,20 +36,40 @@ def write_report(report: dict[str, Any], out: str | Path) -> Path:
     return path
 
 
-def _proc_cpu() -> dict[int, tuple[float, str]]:
-    """CPU seconds (utime + stime) and command line of every process, from /proc."""
+class Process(NamedTuple):
+    cpu: float  # seconds, utime + stime
+    parent: int
+    command: str
+
+
+def processes() -> dict[int, Process]:
+    """CPU seconds, parent and command line of every process, from /proc (empty where
+    /proc is missing)."""
     tick = os.sysconf("SC_CLK_TCK")
     out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for entry in Path("/proc").glob("[0-9]*"):
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, IndexError):
             continue  # the process ended meanwhile
-        out[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / tick, cmd.strip()[:160])
+        out[int(entry.name)] = Process((int(fields[11]) + int(fields[12])) / tick,
+                                       int(fields[1]), cmd.strip()[:160])
     return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its live descendants (a supervisor's workers)."""
+    procs = processes()
+    children: dict[int, list[int]] = {}
+    for child, proc in procs.items():
+        children.setdefault(proc.parent, []).append(child)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += procs[p].cpu if p in procs else 0.0
+        todo += children.get(p, [])
+    return total
 
 
 def machine_activity(seconds: float = 2.0, min_share: float = 0.1) -> dict[str, Any]:
@@ -65,15 +85,15 @@ def machine_activity(seconds: float = 2.0, min_share: float = 0.1) -> dict[str, 
         return sum(fields), fields[3] + fields[4]  # total, idle + iowait
 
     try:
-        (total0, idle0), procs0 = snapshot(), _proc_cpu()
+        (total0, idle0), procs0 = snapshot(), processes()
         time.sleep(seconds)
-        (total1, idle1), procs1 = snapshot(), _proc_cpu()
+        (total1, idle1), procs1 = snapshot(), processes()
     except (OSError, ValueError, IndexError):
         return {"busy_cores": -1.0, "busy_processes": []}
     share = 1 - (idle1 - idle0) / max(total1 - total0, 1)
-    cores = {pid: (cpu - procs0[pid][0]) / seconds for pid, (cpu, _) in procs1.items()
+    cores = {pid: (p.cpu - procs0[pid].cpu) / seconds for pid, p in procs1.items()
              if pid in procs0 and pid != os.getpid()}
-    busy = [{"pid": pid, "cores": round(c, 2), "command": procs1[pid][1]}
+    busy = [{"pid": pid, "cores": round(c, 2), "command": procs1[pid].command}
             for pid, c in cores.items() if c >= min_share]
     return {"busy_cores": round(share * (os.cpu_count() or 1), 2),
             "busy_processes": sorted(busy, key=lambda p: -p["cores"])}

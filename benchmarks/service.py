@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import engine as engine_bench
-from benchmarks.common import ROOT, pinned_threads, write_report
+from benchmarks.common import ROOT, pinned_threads, tree_cpu_seconds, write_report
 from service.settings import Settings
 
 P99_TARGET_MS = 50.0
@@ -62,31 +62,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and of its live descendants (the workers under the
-    supervisor), from /proc (0 where /proc is missing)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        fields = _stat(int(entry.name))
-        if fields:
-            parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        fields = _stat(p)
-        if fields:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        todo += parents.get(p, [])
-    return total
 
 
 class Server:
@@ -160,7 +135,7 @@ def locust_point(url: str, users: int, seconds: int, args, server_pid: int) -> d
                "SEATER_LOADTEST_N": str(args.n), "SEATER_LOADTEST_BEAM": str(args.beam),
                "SEATER_LOADTEST_SEED": str(args.seed)}
         children0 = children_cpu()  # the locust run below is the only child reaped meanwhile
-        server_cpu0, load0, t0 = cpu_seconds(server_pid), os.getloadavg()[0], time.monotonic()
+        server_cpu0, load0, t0 = tree_cpu_seconds(server_pid), os.getloadavg()[0], time.monotonic()
         proc = subprocess.Popen(
             [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtests" / "locustfile.py"),
              "--headless", "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
@@ -170,7 +145,7 @@ def locust_point(url: str, users: int, seconds: int, args, server_pid: int) -> d
         _, err = proc.communicate(timeout=seconds + 120)
         wall = time.monotonic() - t0
         locust_cpu = round(children_cpu() - children0, 2)
-        server_cpu = cpu_seconds(server_pid) - server_cpu0
+        server_cpu = tree_cpu_seconds(server_pid) - server_cpu0
         with Path(f"{prefix}_stats.csv").open() as fh:
             rows = list(csv.DictReader(fh))
     agg = next((r for r in rows if r["Name"] == "Aggregated"), None)
