@@ -78,11 +78,12 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
     }.items()},
     # --- SEATER on the tuned SASRec (issue 14): its tree, leaves and encoder, under the
     # SASRec's own input conventions (no input scaling, visible padding); three seeds
-    **{f"seater-beauty-tuned-s{seed}": ("tuned", [
-        *SEATER, "-d", "beauty", "-p", "loo", "--refit", "--sasrec-run",
-        "runs/beauty/sasrec-loo-rectools-batch4096", "--set", "model.scale_input=false",
+    **{f"seater-{dataset}-tuned-s{seed}": ("tuned", [
+        *SEATER, "-d", dataset, "-p", "loo", "--refit", "--sasrec-run",
+        f"runs/{dataset}/sasrec-loo-rectools-batch4096", "--set", "model.scale_input=false",
         "--set", "model.mask_padded_keys=false", "--seed", str(seed),
-        "--name", f"seater-loo-tuned-s{seed}"]) for seed in (0, 1, 2)},
+        "--name", f"seater-loo-tuned-s{seed}"]) for dataset in ("beauty", "sports")
+       for seed in (0, 1, 2)},
     # --- distillation from the tuned SASRec (training/seater/distill.py): its next-item
     # softmax folded onto the tree as soft child targets beside the hard path (fit only:
     # compare with the seater-beauty-tuned-s* fit rows)
@@ -120,6 +121,16 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
        for dataset, settings in (("beauty", ("title", "title+categories")),
                                  ("sports", ("title",)))
        for fields in settings for slug in (fields.replace("+", "-"),) for seed in (0, 1, 2)},
+    # --- SEATER on title-only semantic IDs (issue 15): the same run as seater-<ds>-tuned-s*
+    # (tuned SASRec's encoder and leaves, its conventions) but with the indexer's codes of
+    # the same seed as the tree; fit only (loo without refit), paired with the tuned rows
+    # by benchmarks/semantic_ids.py (needs semantic-<ds>-title-s<seed> run first)
+    **{f"seater-{dataset}-semantic-title-s{seed}": ("semantic-seater", [
+        *SEATER, "-d", dataset, "-p", "loo", "--ids", "semantic", "--codes",
+        f"runs/{dataset}/semantic-title-s{seed}/codes.npy", "--sasrec-run",
+        f"runs/{dataset}/sasrec-loo-rectools-batch4096", "--seed", str(seed),
+        "--name", f"seater-loo-semantic-title-s{seed}"])
+       for dataset in ("beauty", "sports") for seed in (0, 1, 2)},
     # --- semantic IDs (issue 7): codes from `seater index semantic -d beauty`
     "seater-beauty-semantic": ("semantic", [*SEATER, "-d", "beauty", "--ids", "semantic",
                                             "--codes", "runs/beauty/semantic/codes.npy",

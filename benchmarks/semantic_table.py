@@ -321,8 +321,27 @@ def _cold_start_note(report: dict[str, Any]) -> list[str]:
 
 
 def _seater_notes(report: dict[str, Any]) -> list[str]:
-    """SEATER trained on semantic vs balanced IDs, labelled by the codes' text fields."""
+    """SEATER trained on semantic vs balanced IDs, labelled by the codes' text fields:
+    each setting over its seeds, then every seed's pair."""
+    def cell(v: dict[str, Any], side: str) -> str:
+        std = v.get(f"{side}_std")
+        return f"{v[side]:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
     lines = []
+    published = report.get("published", {}).get("lmindexer_table2_loo", {}).get(
+        report.get("dataset", ""), {})
+    for group in report.get("seater_loo", {}).get("seeds", []):
+        cells = "; ".join(f"{c} {cell(v, 'semantic')} vs {cell(v, 'balanced')} "
+                          f"(ratio {v['ratio']:.3f})" for c, v in group["test"].items()
+                          if v.get("ratio") is not None and c.endswith("@5"))
+        bar = ", ".join(f"{c} {v:.4f}" for c, v in published.items())
+        verdict = ("within 10% of balanced at @5: "
+                   f"{'yes' if group['within_10pct_of_balanced'] else 'no'}")
+        if "above_lmindexer" in group:
+            verdict += f"; above LMIndexer ({bar}): {'yes' if group['above_lmindexer'] else 'no'}"
+        lines.append(f"- SEATER loo on semantic IDs [{group.get('text_fields', 'unknown')}] vs "
+                     f"balanced IDs, seeds {group['seeds']} (mean ± std, test): {cells}; "
+                     f"{verdict} ({group['setting']}).")
     for pair in report.get("seater_loo", {}).get("pairs", []):
         ratios = ", ".join(f"{c} {v['ratio']:.3f}" for c, v in pair["test"].items()
                            if v.get("ratio") is not None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 from indexer import BuildConfig, build_random, build_tree
 from training.data.dataset import ItemText
 from training.lmindexer.ami import ami_table
+from training.lmindexer.config import codes_fields
 from training.reports import REPORTS_DIR, git_commit, machine_info, now
 
 log = logging.getLogger(__name__)
@@ -70,51 +72,72 @@ def id_sources(semantic: np.ndarray, sasrec_emb: Path | None, text_emb: np.ndarr
     return sources, notes
 
 
-def codes_fields(codes: str) -> str:
-    """The text fields the indexer behind a codes file read, from the config.json beside
-    it, so SEATER's semantic rows say whether the category was in the text; 'unknown'
-    when that folder is not on this machine."""
-    path = Path(codes).parent / "config.json" if codes else None
-    try:
-        return str(json.loads(path.read_text())["text"]["fields"]) if path else "unknown"
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"unknown ({path} not readable here)"
+SEMANTIC_KEY = re.compile(r"^seater/loo/semantic(?:-title(?:-categories)?)?-")
+PAIRED = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 
 
 def seater_comparison(dataset: str, reports_dir: Path = REPORTS_DIR) -> dict[str, Any]:
     """SEATER loo test metrics with semantic vs balanced IDs from reports/quality/<dataset>.json
-    (rows written by ``seater train seater``), paired by the rest of the variant name."""
+    (rows written by ``seater train seater``), paired by the rest of the variant name
+    (seed included), and per setting over its seeds (``seeds``)."""
     path = Path(reports_dir) / "quality" / f"{dataset}.json"
     if not path.is_file():
         return {"status": f"{path} not found: no SEATER runs reported yet"}
     runs = {r["key"]: r for r in json.loads(path.read_text()).get("runs", [])}
+    published = PUBLISHED["lmindexer_table2_loo"].get(dataset)
     pairs = []
     for key, run in sorted(runs.items()):
-        if not key.startswith("seater/loo/semantic"):
-            continue
-        twin = runs.get(key.replace("seater/loo/semantic", "seater/loo/balanced", 1))
+        match = SEMANTIC_KEY.match(key)
+        twin = runs.get("seater/loo/balanced-" + key[match.end():]) if match else None
         if twin is None:
             continue
-        cols = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
         sem, bal = run["metrics"]["test"], twin["metrics"]["test"]
         codes = run.get("config", {}).get("tree", {}).get("codes", "")
-        pairs.append({
-            "semantic": key, "balanced": twin["key"], "codes": codes,
-            "text_fields": codes_fields(codes),
-            "test": {c: {"semantic": sem.get(c), "balanced": bal.get(c),
-                         "ratio": round(sem[c] / bal[c], 4) if bal.get(c) else None}
-                     for c in cols if c in sem and c in bal},
-        })
-    published = PUBLISHED["lmindexer_table2_loo"].get(dataset)
-    for pair in pairs:
-        t = pair["test"]
-        pair["within_10pct_of_balanced"] = all(v["ratio"] is not None and v["ratio"] >= 0.9
-                                               for c, v in t.items() if c.endswith("@5"))
-        if published:
-            pair["above_lmindexer"] = all(t[c]["semantic"] > published[c]
-                                          for c in published if c in t)
+        test = {c: {"semantic": sem.get(c), "balanced": bal.get(c),
+                    "ratio": round(sem[c] / bal[c], 4) if bal.get(c) else None}
+                for c in PAIRED if c in sem and c in bal}
+        pairs.append({"semantic": key, "balanced": twin["key"], "codes": codes,
+                      "text_fields": codes_fields(codes), "seed": run.get("seed", 0),
+                      "test": test, **_verdicts(test, published)})
     return {"status": "ok" if pairs else "no semantic/balanced pair of loo runs yet",
-            "pairs": pairs}
+            "pairs": pairs, "seeds": _over_seeds(pairs, published)}
+
+
+def _verdicts(test: dict[str, dict[str, Any]], published: dict[str, float] | None
+              ) -> dict[str, bool]:
+    """Issue 15's two bars: within 10% of balanced IDs at @5, above LMIndexer's recall."""
+    out = {"within_10pct_of_balanced": all(v["ratio"] is not None and v["ratio"] >= 0.9
+                                           for c, v in test.items() if c.endswith("@5"))}
+    if published:
+        out["above_lmindexer"] = all(test[c]["semantic"] > published[c]
+                                     for c in published if c in test)
+    return out
+
+
+def _over_seeds(pairs: list[dict[str, Any]], published: dict[str, float] | None
+                ) -> list[dict[str, Any]]:
+    """Pairs of one setting (the semantic key without its seed tag) as mean ± sample std
+    over seeds; the ratio and the verdicts are taken on the means."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for pair in pairs:
+        groups.setdefault(re.sub(r"-s\d+$", "", pair["semantic"]), []).append(pair)
+    out = []
+    for setting, members in groups.items():
+        test = {}
+        for c in PAIRED:
+            cell: dict[str, Any] = {}
+            for side in ("semantic", "balanced"):
+                vals = np.array([p["test"][c][side] for p in members if c in p["test"]], float)
+                cell[side] = round(float(vals.mean()), 5) if len(vals) else None
+                cell[f"{side}_std"] = (round(float(vals.std(ddof=1)), 5) if len(vals) > 1
+                                       else None)
+            cell["ratio"] = (round(cell["semantic"] / cell["balanced"], 4)
+                             if cell["balanced"] else None)
+            test[c] = cell
+        out.append({"setting": setting, "text_fields": members[0]["text_fields"],
+                    "seeds": sorted(p["seed"] for p in members), "test": test,
+                    **_verdicts(test, published)})
+    return out
 
 
 def compare(dataset: str, item_text: ItemText, semantic: np.ndarray, run_report: dict | None,

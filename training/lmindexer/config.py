@@ -7,7 +7,9 @@ any key. Defaults are the ones that suit Beauty-sized catalogues (12k items, k =
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from training.data.options import DataOptions
@@ -134,3 +136,14 @@ class SemanticRun:
     model: IndexerParams = field(default_factory=IndexerParams)
     train: ScheduleParams = field(default_factory=ScheduleParams)
     assign: AssignParams = field(default_factory=AssignParams)
+
+
+def codes_fields(codes: str) -> str:
+    """The text fields the indexer behind a codes file read, from the config.json beside
+    it, so SEATER's semantic rows say whether the category was in the text; 'unknown'
+    when that folder is not on this machine."""
+    path = Path(codes).parent / "config.json" if codes else None
+    try:
+        return str(json.loads(path.read_text())["text"]["fields"]) if path else "unknown"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"unknown ({path} not readable here)"

@@ -84,17 +84,36 @@ def test_seater_comparison_pairs_semantic_and_balanced_runs(tmp_path):
     codes = tmp_path / "runs" / "semantic-title-s0" / "codes.npy"
     codes.parent.mkdir(parents=True)
     (codes.parent / "config.json").write_text(json.dumps({"text": {"fields": "title"}}))
-    def run(ids, r5):
-        return {"key": f"seater/loo/{ids}-k16-d64-beam50", "metrics": {"test": {
-            "recall@5": r5, "ndcg@5": 0.6 * r5, "recall@10": 2 * r5, "ndcg@10": r5}},
-            "config": {"tree": {"codes": str(codes) if ids == "semantic" else ""}}}
-    data = {"dataset": "beauty", "runs": [run("semantic", 0.05), run("balanced", 0.052)]}
+
+    def run(ids, r5, seed=0):
+        tag = f"-s{seed}" if seed else ""
+        return {"key": f"seater/loo/{ids}-k16-d64-beam50-default{tag}", "seed": seed,
+                "metrics": {"test": {"recall@5": r5, "ndcg@5": 0.6 * r5, "recall@10": 2 * r5,
+                                     "ndcg@10": r5}},
+                "config": {"tree": {"codes": str(codes) if ids.startswith("semantic") else ""}}}
+    # a title-labelled semantic key pairs with the balanced row of the same settings and
+    # seed; an unpaired balanced seed (s2) is left out
+    data = {"dataset": "beauty", "runs": [
+        run("semantic-title", 0.05), run("balanced", 0.052),
+        run("semantic-title", 0.04, seed=1), run("balanced", 0.050, seed=1),
+        run("balanced", 0.9, seed=2)]}
     (tmp_path / "quality" / "beauty.json").write_text(json.dumps(data))
     out = seater_comparison("beauty", tmp_path)
     pair = out["pairs"][0]
     assert pair["codes"] == str(codes) and pair["text_fields"] == "title"
+    assert pair["balanced"] == "seater/loo/balanced-k16-d64-beam50-default"
     assert pair["test"]["recall@5"]["ratio"] == pytest.approx(0.05 / 0.052, abs=1e-4)
     assert pair["within_10pct_of_balanced"] and pair["above_lmindexer"]
+    second = out["pairs"][1]
+    assert second["seed"] == 1 and second["balanced"].endswith("-default-s1")
+    assert not second["within_10pct_of_balanced"]  # .04 / .05 = 0.8
+    (group,) = out["seeds"]
+    assert group["seeds"] == [0, 1] and group["text_fields"] == "title"
+    r5 = group["test"]["recall@5"]
+    assert r5["semantic"] == pytest.approx(0.045) and r5["balanced"] == pytest.approx(0.051)
+    assert r5["semantic_std"] == pytest.approx(np.std([0.05, 0.04], ddof=1), abs=1e-5)
+    assert r5["ratio"] == pytest.approx(0.045 / 0.051, abs=1e-4)
+    assert not group["within_10pct_of_balanced"] and group["above_lmindexer"]  # .045 > .0415
     assert seater_comparison("sports", tmp_path)["status"].endswith("no SEATER runs reported yet")
 
 
@@ -105,3 +124,23 @@ def test_neighbour_agreement_judges_queries_by_the_other_items_in_their_node():
     # item 2 (b) sits with two a's: disagrees; item 4 (b) with a b: agrees; item 5 alone
     assert neighbour_agreement(codes, labels, query, 1) == (0.5, 2)
     assert np.isnan(neighbour_agreement(codes, labels, np.zeros(6, bool), 1)[0])
+
+
+def test_semantic_seater_rows_are_keyed_by_the_codes_text_fields(tmp_path):
+    from dataclasses import replace
+
+    from training.seater.pipeline import SeaterRun, TreeParams, variant_name
+
+    def key(fields):
+        folder = tmp_path / fields
+        folder.mkdir()
+        if fields != "missing":
+            (folder / "config.json").write_text(json.dumps({"text": {"fields": fields}}))
+        cfg = replace(SeaterRun(), tree=TreeParams(ids="semantic",
+                                                   codes=str(folder / "codes.npy")))
+        return variant_name(cfg)
+
+    assert key("title").startswith("semantic-title-k16-")
+    assert key("title+categories").startswith("semantic-title-categories-k16-")
+    assert key("missing").startswith("semantic-k16-")  # folder not here: unlabelled
+    assert variant_name(SeaterRun()).startswith("balanced-k16-")
