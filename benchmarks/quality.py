@@ -85,13 +85,15 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
         "--name", f"seater-loo-tuned-s{seed}"]) for dataset in ("beauty", "sports")
        for seed in (0, 1, 2)},
     # --- distillation from the tuned SASRec (training/seater/distill.py): its next-item
-    # softmax folded onto the tree as soft child targets beside the hard path (fit only:
-    # compare with the seater-beauty-tuned-s* fit rows)
-    **{f"seater-beauty-tuned-distill{w}-s{seed}": ("distill", [
-        *SEATER, "-d", "beauty", "-p", "loo", "--sasrec-run",
-        "runs/beauty/sasrec-loo-rectools-batch4096", "--set", f"losses.lambda_distill={w}",
-        "--seed", str(seed), "--name", f"seater-loo-tuned-distill{w}-s{seed}"])
-       for w in (1,) for seed in (0, 1, 2)},
+    # softmax folded onto the tree as soft child targets beside the hard path; fit only
+    # (compare with the seater-<ds>-tuned-s* fit rows), and with --refit, where the
+    # SASRec's refit teaches SEATER's (the SASRec run must have been trained with --refit)
+    **{f"seater-{dataset}-tuned-distill{w}{tag}-s{seed}": ("distill", [
+        *SEATER, "-d", dataset, "-p", "loo", *refit, "--sasrec-run",
+        f"runs/{dataset}/sasrec-loo-rectools-batch4096", "--set", f"losses.lambda_distill={w}",
+        "--seed", str(seed), "--name", f"seater-loo-tuned-distill{w}{tag}-s{seed}"])
+       for dataset in ("beauty", "sports") for w in (1,) for seed in (0, 1, 2)
+       for tag, refit in (("", []), ("-refit", ["--refit"]))},
     # --- the authors' configuration (docs/seater_reference.md), beside the default preset
     "seater-beauty-reference": ("reference", [*SEATER, "-d", "beauty", "-p", "loo", "--refit",
                                               "--preset", "reference",

@@ -130,7 +130,7 @@ class Outcome:
 
 
 def fit_and_test(
-    build_task: Callable[[Sequences], Task],
+    build_task: Callable[[Sequences, str], Task],
     data: InteractionData,
     protocol: str,
     cfg: TrainConfig,
@@ -141,7 +141,8 @@ def fit_and_test(
     extra_state: dict[str, Any],
     on_fit: Callable[[Task], None] | None = None,
 ) -> Outcome:
-    """``build_task(train_sequences)`` must return a fresh, seeded model's task.
+    """``build_task(train_sequences, stage)`` must return a fresh, seeded model's task for
+    ``stage`` ("fit", then "refit" when there is one).
 
     ``on_fit`` runs after early stopping, before any refit (e.g. to export the fit's
     embeddings, which saw no validation targets).
@@ -149,7 +150,7 @@ def fit_and_test(
     commit = git_commit()
     split = make_split(data, protocol, seed=cfg.seed)
     seed_everything(cfg.seed)
-    task = build_task(split.train)
+    task = build_task(split.train, "fit")
     fit = train(task, split.valid, cfg, run_dir / "fit", resume=resume,
                 exclude_seen=exclude_seen, extra_state=extra_state)
     kw = {"exclude_seen": exclude_seen, "progress": cfg.progress, "seed": cfg.seed,
@@ -163,7 +164,7 @@ def fit_and_test(
         # Same seed and epoch count as the early-stopped fit, one more item per user.
         out.refit_split = make_split(data, protocol, seed=cfg.seed, refit=True)
         seed_everything(cfg.seed)
-        out.task = build_task(out.refit_split.train)
+        out.task = build_task(out.refit_split.train, "refit")
         out.refit = train(out.task, out.refit_split.valid, cfg, run_dir / "refit",
                           resume=resume, extra_state=extra_state, fixed_epochs=fit.best_epoch)
         out.refit_test = evaluate(out.task, out.refit_split.test, desc="test", **kw)

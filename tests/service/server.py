@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import uvicorn
 
 from service.app import create_app
@@ -46,3 +47,20 @@ def serve(settings: Settings, loader: Callable[..., Any]) -> Iterator[tuple[str,
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+def wait_until(check: Callable[[], Any], timeout_s: float = 90.0, what: str = "condition"
+               ) -> Any:
+    """Poll ``check`` until it returns something truthy (a server that is not up yet, i.e.
+    a transport error, counts as not yet) and return that; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ import pytest
 
 from service.__main__ import main
 from tests.service.bundles import copy_bundle, tamper
-from tests.service.server import free_port
+from tests.service.server import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,17 +85,8 @@ def test_the_real_entry_point_answers_a_corrupt_bundle_with_exit_2_and_no_traceb
 
 
 def wait_for(url: str, status: int, seconds: float = 30.0) -> httpx.Response:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            r = httpx.get(url, timeout=2)
-            if r.status_code == status:
-                return r
-        except httpx.TransportError:
-            r = None
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{url} did not answer {status} (last: {r})")
-        time.sleep(0.05)
+    return wait_until(lambda: (r := httpx.get(url, timeout=2)).status_code == status and r,
+                      seconds, f"{url} to answer {status}")
 
 
 def test_served_before_the_first_export_it_waits_live_then_serves_the_pointer(

@@ -21,7 +21,7 @@ from service.core.workers import WorkerGroup, WorkerStatus
 from service.settings import Settings
 from service.supervisor import available_cores, worker_count, worker_environment
 from tests.service.bundles import copy_bundle, export_version, external_ids
-from tests.service.server import free_port
+from tests.service.server import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "t" * 32
@@ -101,20 +101,6 @@ def test_each_worker_gets_its_share_of_the_cores_unless_threads_are_set(tmp_path
 
 
 # -- a real two-worker server -------------------------------------------------------------
-def wait_until(check, timeout_s: float = 90.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            value = check()
-            if value:
-                return value
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def requests_per_worker(metrics_dir: Path) -> dict[int, float]:
     """POST /retrieve answers each worker counted, read from its own value file."""
     counts: dict[int, float] = {}

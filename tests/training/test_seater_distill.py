@@ -3,14 +3,19 @@ that reads subtrees off the node paths, the loss by hand, and a training step wi
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
 
 from tests.helpers import random_tree
+from training.config import ConfigError
 from training.data.sequences import Sequences
 from training.sasrec.model import SASRec, SASRecParams
-from training.seater.distill import TreeTeacher, distillation_loss
+from training.sasrec.pipeline import SASRecRun
+from training.seater.distill import TreeTeacher, distillation_loss, load_teacher
 from training.seater.losses import generation_loss
 from training.seater.model import Seater, SeaterParams
 from training.seater.task import LossConfig, SeaterTask
@@ -101,3 +106,41 @@ def test_a_task_with_a_teacher_trains_on_it_and_one_without_refuses_the_weight(t
     assert teacher.sasrec.item_emb.weight.grad is None  # the teacher stays frozen
     with pytest.raises(ValueError, match="needs a teacher"):
         SeaterTask(model, tree, train, torch.device("cpu"), losses)
+
+
+def sasrec_folder(path, refit: bool):
+    """A SASRec run folder as `seater train sasrec` leaves it: fit/model.pt, and model.pt
+    (the refit after --refit, else the fit again), with other weights in each."""
+    params = SASRecParams(max_len=6, d_model=8, dropout=0.0)
+    cfg = SASRecRun(model=params, refit=refit)
+    (path / "fit").mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps(asdict(cfg)))
+    models = {}
+    for seed, file in ((1, path / "fit" / "model.pt"), (2, path / "model.pt")):
+        torch.manual_seed(seed)
+        models[file.parent.name] = SASRec(N_ITEMS, params)
+        torch.save({"model": models[file.parent.name].state_dict()}, file)
+    return models["fit"], models[path.name]
+
+
+def test_the_refit_is_taught_by_the_sasrecs_refit_and_needs_one(tree, tmp_path):
+    fit, refit = sasrec_folder(tmp_path / "with", refit=True)
+    cpu = torch.device("cpu")
+    for stage, want in (("fit", fit), ("refit", refit)):
+        got = load_teacher(tmp_path / "with", tree, 1.0, cpu, stage).sasrec.state_dict()
+        assert all(torch.equal(got[k], v) for k, v in want.state_dict().items()), stage
+    sasrec_folder(tmp_path / "without", refit=False)
+    load_teacher(tmp_path / "without", tree, 1.0, cpu, "fit")
+    with pytest.raises(ConfigError, match="trained without --refit: retrain it with --refit"):
+        load_teacher(tmp_path / "without", tree, 1.0, cpu, "refit")
+
+
+def test_loading_a_teacher_leaves_the_random_stream_alone(tree, tmp_path):
+    """The teacher is built inside the seeded task builder: drawing from the global
+    generator there would change every later dropout mask and shuffle."""
+    sasrec_folder(tmp_path, refit=False)
+    torch.manual_seed(5)
+    want = torch.rand(3)
+    torch.manual_seed(5)
+    load_teacher(tmp_path, tree, 1.0, torch.device("cpu"))
+    assert torch.equal(torch.rand(3), want)

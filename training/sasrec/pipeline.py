@@ -80,7 +80,7 @@ def run_sasrec(cfg: SASRecRun, resume: bool = True, data: InteractionData | None
     log.info("SASRec on %s (%s), %d items, device %s", data.name, cfg.protocol,
              data.n_items, run.device)
 
-    def build(train_seqs: Sequences) -> SASRecTask:
+    def build(train_seqs: Sequences, stage: str) -> SASRecTask:
         return SASRecTask(SASRec(data.n_items, cfg.model).to(run.device), train_seqs,
                           run.device)
 

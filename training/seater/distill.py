@@ -7,8 +7,9 @@ target over the children of the path's node there: the share of the node's mass 
 lies under each child. Training the decoder towards those (``losses.lambda_distill``)
 hands it what the teacher knows about every other item, which one hard path cannot.
 
-The teacher is the fit of the SASRec run SEATER's tree and initialisation come from (it
-saw no validation targets, as SEATER's fit does not), frozen, in eval mode.
+The teacher is the SASRec run SEATER's tree and initialisation come from, frozen, in eval
+mode: its fit for SEATER's fit (it saw no validation targets, as SEATER's fit does not), and
+for SEATER's refit its refit (both trained on train+validation).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 
 from indexer import IdTree
 from training.checkpoint import load_checkpoint
-from training.config import from_saved
+from training.config import ConfigError, from_saved
 from training.data.sequences import Sequences
 from training.sasrec.model import SASRec
 
@@ -81,13 +82,35 @@ def distillation_loss(logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
     return per_level.sum(1).mean()
 
 
+def teacher_checkpoint(sasrec_folder: Path, stage: str) -> Path:
+    """The SASRec weights that teach SEATER's ``stage``: its fit for SEATER's fit, its refit
+    (trained on train+validation, as SEATER's refit is) for SEATER's refit.
+
+    Raises ConfigError, before any training, when the SASRec run has no refit.
+    """
+    from training.sasrec.pipeline import SASRecRun
+
+    folder = Path(sasrec_folder)
+    if stage == "fit":
+        return folder / "fit" / "model.pt"
+    conf = folder / "config.json"
+    cfg = from_saved(SASRecRun, json.loads(conf.read_text()), str(conf))
+    if not cfg.refit:
+        raise ConfigError(
+            f"--refit with losses.lambda_distill > 0 distils the SASRec's refit, but {folder} "
+            "was trained without --refit: retrain it with --refit, or drop --refit here")
+    return folder / "model.pt"  # the run's final model: its refit
+
+
 def load_teacher(sasrec_folder: Path, tree: IdTree, temperature: float,
-                 device: torch.device) -> TreeTeacher:
-    """The fit of a SASRec run folder as a teacher (``weights_only`` read)."""
+                 device: torch.device, stage: str = "fit") -> TreeTeacher:
+    """A SASRec run's fit or refit (``teacher_checkpoint``) as a teacher (``weights_only``
+    read)."""
     from training.sasrec.pipeline import SASRecRun
 
     conf = Path(sasrec_folder) / "config.json"
     cfg = from_saved(SASRecRun, json.loads(conf.read_text()), str(conf))
-    model = SASRec(tree.n_items, cfg.model)
-    model.load_state_dict(load_checkpoint(Path(sasrec_folder) / "fit" / "model.pt")["model"])
+    with torch.random.fork_rng(devices=[]):  # built after seeding: leave the stream as is
+        model = SASRec(tree.n_items, cfg.model)
+    model.load_state_dict(load_checkpoint(teacher_checkpoint(sasrec_folder, stage))["model"])
     return TreeTeacher(model, tree, temperature, device)

@@ -36,7 +36,7 @@ from training.run_folder import FINGERPRINT, data_fingerprint
 from training.runner import RunSettings, finish_run, fit_and_test, report_entries, start_run
 from training.sasrec.model import SASRecParams
 from training.sasrec.pipeline import SASRecRun, run_sasrec
-from training.seater.distill import load_teacher
+from training.seater.distill import load_teacher, teacher_checkpoint
 from training.seater.model import Seater, SeaterParams
 from training.seater.task import LossConfig, SeaterTask
 from training.trainer import TrainConfig, barrier
@@ -316,21 +316,24 @@ def run_seater(cfg: SeaterRun, resume: bool = True, data: InteractionData | None
     tree = IdTree.load(tree_path)
     tree_report = json.loads((run_dir / "tree.json").read_text())
     log.info("tree %s: %s", cfg.tree.ids, tree.summary())
-    teacher = None
-    if cfg.losses.lambda_distill > 0:
+    distil = cfg.losses.lambda_distill > 0
+    if distil:
         if sasrec_folder is None:
             raise ConfigError("losses.lambda_distill > 0 distils a SASRec run: pass "
                               "--sasrec-run or train one on this dataset first")
-        teacher = load_teacher(sasrec_folder, tree, cfg.losses.distill_temperature, run.device)
+        for stage in ("fit", "refit") if cfg.refit else ("fit",):
+            teacher_checkpoint(sasrec_folder, stage)  # no refit to teach: say so before work
         log.info("distilling from %s (weight %g, temperature %g)", sasrec_folder,
                  cfg.losses.lambda_distill, cfg.losses.distill_temperature)
     extra = {"kind": "seater", "config": asdict(cfg), "n_items": data.n_items,
              "tree": tree.summary(), "sasrec_run": str(sasrec_folder or "")}
 
-    def build(train_seqs: Sequences) -> SeaterTask:
+    def build(train_seqs: Sequences, stage: str) -> SeaterTask:
         model = Seater(tree.n_nodes, tree.max_depth, tree.root, cfg.model)
         if cfg.init_from_sasrec and sasrec_folder is not None and emb is not None:
             init_from_sasrec(model, tree, sasrec_folder, emb)
+        teacher = (load_teacher(sasrec_folder, tree, cfg.losses.distill_temperature,
+                                run.device, stage) if distil and sasrec_folder else None)
         return SeaterTask(model.to(run.device), tree, train_seqs, run.device, cfg.losses,
                           beam_size=cfg.beam_size, teacher=teacher)
 
