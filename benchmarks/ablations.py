@@ -138,17 +138,20 @@ def _gaps(a: dict[str, float], b: dict[str, float]) -> tuple[str, str]:
 
 def seed_means(runs: list[dict[str, Any]], by: dict[str, dict[str, float]]) -> list[str]:
     """SEATER configurations run with several seeds: mean ± std (sample) of recall@10 and
-    ndcg@10, against the strongest SASRec row of the same protocol (fit or refit)."""
+    ndcg@10, against the strongest SASRec row of the same protocol (fit or refit). A
+    budgeted group (*) has one budget: its label holds everything but the seed."""
     groups: dict[str, list[dict[str, float]]] = {}
     for r in runs:
         name = label(r)
-        if name.startswith("SEATER") and not name.endswith("*") and "@beam" not in r["key"]:
+        if name.startswith("SEATER") and "@beam" not in r["key"]:
+            if name.endswith("*"):
+                name = f"{name[:-2]} ({r['config']['train']['epochs']} epochs) *"
             groups.setdefault(re.sub(r" seed \d+", "", name), []).append(r["metrics"]["test"])
     lines = []
     for name, ms in sorted(groups.items()):
         if len(ms) < 2:
             continue
-        refit = name.endswith("(refit)")
+        refit = name.removesuffix(" *").endswith("(refit)")
         sasrecs = [k for k in by if k.startswith("SASRec") and k.endswith("(refit)") == refit]
         best = max(sasrecs, key=lambda k: by[k]["recall@10"], default=None)
         stats = {c: (float(np.mean([m[c] for m in ms])), float(np.std([m[c] for m in ms],

@@ -106,8 +106,8 @@ def test_no_pairs_no_findings():
 
 
 def test_seeds_of_one_configuration_give_mean_and_std_against_the_strongest_sasrec():
-    def seeded(seed: int, r10: float, n10: float) -> dict:
-        cfg = {**SEATER, "preset": "default", "train": {"epochs": 200, "seed": seed}}
+    def seeded(seed: int, r10: float, n10: float, epochs: int = 200) -> dict:
+        cfg = {**SEATER, "preset": "default", "train": {"epochs": epochs, "seed": seed}}
         entry = row("seater", f"s{seed}", r10, n10, **cfg)
         entry["config"] = cfg
         entry["sasrec_run"] = "runs/beauty/sasrec-tuned"
@@ -121,6 +121,15 @@ def test_seeds_of_one_configuration_give_mean_and_std_against_the_strongest_sasr
     assert ("SEATER balanced preset default on sasrec-tuned, 3 seeds: recall@10 0.0720 ± "
             "0.0020, ndcg@10 0.0420 ± 0.0020; vs SASRec: recall@10 -10.0%, ndcg@10 -16.0%"
             in text)
+    # a budgeted configuration groups its seeds too, named with its budget; a lone seed
+    # of another budget is not a group
+    runs += [seeded(0, 0.0900, 0.0600, epochs=55), seeded(1, 0.0880, 0.0580, epochs=55),
+             seeded(0, 0.0500, 0.0300, epochs=4)]
+    text = findings(runs, "beauty")
+    assert ("SEATER balanced preset default on sasrec-tuned (55 epochs) *, 2 seeds: recall@10 "
+            "0.0890 ± 0.0014, ndcg@10 0.0590 ± 0.0014; vs SASRec: recall@10 +11.2%, "
+            "ndcg@10 +18.0%" in text)
+    assert "(4 epochs) *" not in text
 
 
 def test_seeded_arms_are_compared_pairwise_with_a_verdict():
