@@ -144,3 +144,35 @@ def test_loading_a_teacher_leaves_the_random_stream_alone(tree, tmp_path):
     torch.manual_seed(5)
     load_teacher(tmp_path, tree, 1.0, torch.device("cpu"))
     assert torch.equal(torch.rand(3), want)
+
+
+def test_soft_targets_are_computed_once_per_example_and_equal_fresh_ones(tree, teacher,
+                                                                         monkeypatch):
+    from training.seater import task as task_module
+
+    train = Sequences.from_lists([[0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 1], [2, 4, 6, 8]])
+    calls = []
+    original = teacher.item_probs
+    monkeypatch.setattr(teacher, "item_probs", lambda h: calls.append(len(h)) or original(h))
+    model = Seater(tree.n_nodes, tree.max_depth, tree.root,
+                   SeaterParams(d_model=8, max_len=6, n_heads=2, dropout=0.0))
+    task = SeaterTask(model, tree, train, torch.device("cpu"), LossConfig(lambda_distill=1.0),
+                      teacher=teacher)
+    n = task.ex_row.size
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # three epochs, batches of 4 in a new order each time
+        for batch in task.batches(rng, 4):
+            got = task.soft_targets(batch.idx, train.take(task.ex_row[batch.idx]).head(
+                task.ex_pos[batch.idx]), task.ex_target[batch.idx])
+            hist = train.take(task.ex_row[batch.idx]).head(task.ex_pos[batch.idx])
+            fresh = teacher.child_targets(original(hist), task.ex_target[batch.idx])
+            torch.testing.assert_close(got, fresh)
+    assert sum(calls) == n  # each example's teacher pass ran once, in the first epoch
+    monkeypatch.setattr(task_module, "SOFT_CACHE_BYTES", 0)  # too big to keep: recomputed
+    calls.clear()
+    fresh_task = SeaterTask(model, tree, train, torch.device("cpu"),
+                            LossConfig(lambda_distill=1.0), teacher=teacher)
+    for _ in range(2):
+        for batch in fresh_task.batches(rng, 4):
+            fresh_task.loss(batch)
+    assert sum(calls) == 2 * n

@@ -24,6 +24,8 @@ from training.seater.losses import (
 )
 from training.seater.model import Seater
 
+SOFT_CACHE_BYTES = 2 << 30  # the distillation targets kept per example, at most
+
 
 @dataclass(frozen=True)
 class LossConfig:
@@ -92,6 +94,8 @@ class SeaterTask:
         self.paths = tree.node_paths  # (N, L)
         self.slots = np.where(self.paths >= 0, tree.slot[np.maximum(self.paths, 0)], -1).astype(
             np.int64)
+        self._soft: torch.Tensor | None = None  # teacher targets per example, filled as seen
+        self._soft_known = np.zeros(0, bool)
 
     # ------------------------------------------------------------------ batches
     def n_batches(self, batch_size: int) -> int:
@@ -146,8 +150,7 @@ class SeaterTask:
                                         cfg.tau, cfg.align_mask_children)
         total = parts["gen"] + cfg.lambda_align * parts["align"]
         if self.teacher is not None:
-            soft = self.teacher.child_targets(self.teacher.item_probs(hist), targets)
-            parts["distill"] = distillation_loss(logits, soft)
+            parts["distill"] = distillation_loss(logits, self.soft_targets(idx, hist, targets))
             total = total + cfg.lambda_distill * parts["distill"]
         if q:
             parts["rank"] = ranking_loss(z_x, z_y, torch.from_numpy(shared).to(dev),
@@ -162,6 +165,29 @@ class SeaterTask:
                     self.model.rank_w, cfg.beta, cfg.rank_cosine_scale, cfg.rank_form))
         logs["total"] = float(total.detach())
         return total, logs
+
+    def soft_targets(self, idx: np.ndarray, hist: Sequences, targets: np.ndarray
+                     ) -> torch.Tensor:
+        """The teacher's soft child targets of examples ``idx``, computed the first time an
+        example is drawn and kept: the teacher is frozen and an example's history and
+        target never change, so every later epoch would only repeat the teacher's forward
+        pass over the whole catalogue. Kept per example as [L, k] floats; beyond
+        ``SOFT_CACHE_BYTES`` in all, recomputed every time instead.
+        Shape: idx, targets [B]; hist B histories -> [B, L, k]."""
+        assert self.teacher is not None
+        n, (depth, k) = self.ex_row.size, (self.paths.shape[1], self.tree.k)
+        if n * depth * k * 4 > SOFT_CACHE_BYTES:
+            return self.teacher.child_targets(self.teacher.item_probs(hist), targets)
+        if self._soft is None:
+            self._soft = torch.zeros((n, depth, k), device=self.device)
+            self._soft_known = np.zeros(n, bool)
+        new = np.flatnonzero(~self._soft_known[idx])
+        if len(new):
+            soft = self.teacher.child_targets(self.teacher.item_probs(hist.take(new)),
+                                              targets[new])
+            self._soft[torch.from_numpy(idx[new]).to(self.device)] = soft
+            self._soft_known[idx[new]] = True
+        return self._soft[torch.from_numpy(idx).to(self.device)]
 
     # ------------------------------------------------------------------ ranking
     @torch.no_grad()
