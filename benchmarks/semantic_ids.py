@@ -19,7 +19,9 @@ the other ID sources and LMIndexer's Table 1 (issue 15).
    dataset, named in the report) and a random tree; collision rate and codebook usage
    per level of every run. Every row names its text fields (``n/a``: no text read).
 3. SEATER loo metrics with semantic vs balanced IDs, when both runs are already in
-   reports/quality/<dataset>.json (``seater train seater ... --ids semantic|balanced``);
+   reports/quality/<dataset>.json (``python -m benchmarks.quality --group semantic-seater``
+   and the ``seater-<dataset>-tuned-s*`` twins): each seed's pair, and per text setting the
+   mean ± std over seeds against LMIndexer's published R@5 / N@5;
 4. ``--cold-start``, on the first seed's ``title+categories`` run (else the first
    setting's): the indexer is retrained on (1 - --holdout) of the items; the rest are
    coded and placed as new items (no retraining) and judged by the trained items they
