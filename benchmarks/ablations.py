@@ -136,16 +136,23 @@ def _gaps(a: dict[str, float], b: dict[str, float]) -> tuple[str, str]:
     return _rel(a["recall@10"], b["recall@10"]), _rel(a["ndcg@10"], b["ndcg@10"])
 
 
+def with_budget(entry: dict[str, Any]) -> str:
+    """``label`` with a budgeted run's epoch cap named: runs of one configuration under
+    different budgets are different groups and never each other's pair."""
+    name = label(entry)
+    if name.endswith("*"):
+        name = f"{name[:-2]} ({entry['config']['train']['epochs']} epochs) *"
+    return name
+
+
 def seed_means(runs: list[dict[str, Any]], by: dict[str, dict[str, float]]) -> list[str]:
     """SEATER configurations run with several seeds: mean ± std (sample) of recall@10 and
     ndcg@10, against the strongest SASRec row of the same protocol (fit or refit). A
     budgeted group (*) has one budget: its label holds everything but the seed."""
     groups: dict[str, list[dict[str, float]]] = {}
     for r in runs:
-        name = label(r)
+        name = with_budget(r)
         if name.startswith("SEATER") and "@beam" not in r["key"]:
-            if name.endswith("*"):
-                name = f"{name[:-2]} ({r['config']['train']['epochs']} epochs) *"
             groups.setdefault(re.sub(r" seed \d+", "", name), []).append(r["metrics"]["test"])
     lines = []
     for name, ms in sorted(groups.items()):
@@ -177,7 +184,7 @@ def paired_arms(runs: list[dict[str, Any]]) -> list[str]:
     mean excludes 0 (a loss "helps" when switching it off loses beyond the noise)."""
     cells: dict[tuple[str, str, int], dict[str, float]] = {}
     for r in runs:
-        name = label(r)
+        name = with_budget(r)
         if not (name.startswith("SEATER") and name.endswith("*")):
             continue
         seed = r.get("config", {}).get("train", {}).get("seed", 0)

@@ -135,18 +135,19 @@ def test_seeds_of_one_configuration_give_mean_and_std_against_the_strongest_sasr
 def test_seeded_arms_are_compared_pairwise_with_a_verdict():
     from benchmarks.ablations import paired_arms
 
-    def arm(align: float, seed: int, r10: float, n10: float) -> dict:
+    def arm(align: float, seed: int, r10: float, n10: float, epochs: int = 4) -> dict:
         losses = {"lambda_align": align, "lambda_rank": 0.05}
-        return row("seater", "x", r10, n10, epochs=4, preset="default", tree=SEATER["tree"],
-                   losses=losses, train={"epochs": 4, "seed": seed})
+        return row("seater", "x", r10, n10, epochs=epochs, preset="default",
+                   tree=SEATER["tree"], losses=losses, train={"epochs": epochs, "seed": seed})
 
     runs = [arm(0.05, 0, 0.080, 0.0470), arm(0.0, 0, 0.070, 0.0471),
             arm(0.05, 1, 0.082, 0.0480), arm(0.0, 1, 0.071, 0.0470),
-            arm(0.05, 2, 0.081, 0.0460), arm(0.0, 2, 0.072, 0.0469)]
+            arm(0.05, 2, 0.081, 0.0460), arm(0.0, 2, 0.072, 0.0469),
+            arm(0.05, 0, 0.200, 0.1000, epochs=50)]  # another budget: not seed 0's pair
     (line,) = paired_arms(runs)
     # recall@10 differences .010, .011, .009: mean .010, std .001 -> helps;
     # ndcg@10 differences -.0001, +.0010, -.0009: within the noise
-    assert line == ("- SEATER balanced preset default: full model minus no-align, paired over "
-                    "seeds 0, 1, 2: recall@10 +0.0100 ± 0.0010 (helps); ndcg@10 +0.0000 ± "
-                    "0.0010 (within the noise).")
+    assert line == ("- SEATER balanced preset default (4 epochs): full model minus no-align, "
+                    "paired over seeds 0, 1, 2: recall@10 +0.0100 ± 0.0010 (helps); "
+                    "ndcg@10 +0.0000 ± 0.0010 (within the noise).")
     assert paired_arms(runs[:2]) == []  # one seed: no comparison
