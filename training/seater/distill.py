@@ -26,6 +26,7 @@ from training.checkpoint import load_checkpoint
 from training.config import ConfigError, from_saved
 from training.data.sequences import Sequences
 from training.sasrec.model import SASRec
+from training.sasrec.pipeline import SASRecRun
 
 
 class TreeTeacher:
@@ -82,20 +83,23 @@ def distillation_loss(logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
     return per_level.sum(1).mean()
 
 
-def teacher_checkpoint(sasrec_folder: Path, stage: str) -> Path:
+def _run_config(sasrec_folder: Path) -> SASRecRun:
+    conf = Path(sasrec_folder) / "config.json"
+    return from_saved(SASRecRun, json.loads(conf.read_text()), str(conf))
+
+
+def teacher_checkpoint(sasrec_folder: Path, stage: str, cfg: SASRecRun | None = None
+                       ) -> Path:
     """The SASRec weights that teach SEATER's ``stage``: its fit for SEATER's fit, its refit
-    (trained on train+validation, as SEATER's refit is) for SEATER's refit.
+    (trained on train+validation, as SEATER's refit is) for SEATER's refit. ``cfg`` is the
+    run's saved config when the caller has read it already.
 
     Raises ConfigError, before any training, when the SASRec run has no refit.
     """
-    from training.sasrec.pipeline import SASRecRun
-
     folder = Path(sasrec_folder)
     if stage == "fit":
         return folder / "fit" / "model.pt"
-    conf = folder / "config.json"
-    cfg = from_saved(SASRecRun, json.loads(conf.read_text()), str(conf))
-    if not cfg.refit:
+    if not (cfg or _run_config(folder)).refit:
         raise ConfigError(
             f"--refit with losses.lambda_distill > 0 distils the SASRec's refit, but {folder} "
             "was trained without --refit: retrain it with --refit, or drop --refit here")
@@ -106,11 +110,9 @@ def load_teacher(sasrec_folder: Path, tree: IdTree, temperature: float,
                  device: torch.device, stage: str = "fit") -> TreeTeacher:
     """A SASRec run's fit or refit (``teacher_checkpoint``) as a teacher (``weights_only``
     read)."""
-    from training.sasrec.pipeline import SASRecRun
-
-    conf = Path(sasrec_folder) / "config.json"
-    cfg = from_saved(SASRecRun, json.loads(conf.read_text()), str(conf))
+    cfg = _run_config(sasrec_folder)
     with torch.random.fork_rng(devices=[]):  # built after seeding: leave the stream as is
         model = SASRec(tree.n_items, cfg.model)
-    model.load_state_dict(load_checkpoint(teacher_checkpoint(sasrec_folder, stage))["model"])
+    checkpoint = teacher_checkpoint(sasrec_folder, stage, cfg)
+    model.load_state_dict(load_checkpoint(checkpoint)["model"])
     return TreeTeacher(model, tree, temperature, device)
