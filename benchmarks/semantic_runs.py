@@ -21,13 +21,13 @@ from typing import Any, Literal
 
 from training.config import build, flat_keys
 from training.data import InteractionData
-from training.lmindexer.config import SemanticRun, TextFields
+from training.lmindexer.config import SemanticRun, TextFields, fields_slug
 from training.lmindexer.pipeline import run_semantic
 
 log = logging.getLogger(__name__)
 
 FIELDS: tuple[TextFields, ...] = ("title", "title+categories")
-SLUG = {"title": "title", "title+categories": "title-categories"}
+SLUG = {fields: fields_slug(fields) for fields in FIELDS}
 QUICK_EPOCHS = 2
 LEGACY_NAME = "semantic"  # the title+categories seed-0 run from before seeds were named
 # keys that say where or how fast a run went, not what it learned, and d_text, which

@@ -24,7 +24,7 @@ import numpy as np
 from indexer import BuildConfig, build_random, build_tree
 from training.data.dataset import ItemText
 from training.lmindexer.ami import ami_table
-from training.lmindexer.config import codes_fields
+from training.lmindexer.config import TEXT_FIELDS, codes_fields, fields_slug
 from training.reports import REPORTS_DIR, git_commit, machine_info, now
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,11 @@ def id_sources(semantic: np.ndarray, sasrec_emb: Path | None, text_emb: np.ndarr
     return sources, notes
 
 
-SEMANTIC_KEY = re.compile(r"^seater/loo/semantic(?:-title(?:-categories)?)?-")
+# a semantic row's key, its text setting's slug (variant_name) optional, longest first so
+# "title" does not stop short of "title-categories": the rest names the balanced twin
+_SLUGS = "|".join(sorted((re.escape(fields_slug(f)) for f in TEXT_FIELDS), key=len,
+                         reverse=True))
+SEMANTIC_KEY = re.compile(rf"^seater/loo/semantic(?:-(?:{_SLUGS}))?-")
 PAIRED = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 
 

@@ -10,11 +10,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from training.data.options import DataOptions
 
 TextFields = Literal["title+categories", "title"]
+TEXT_FIELDS: tuple[str, ...] = get_args(TextFields)
+
+
+def fields_slug(fields: str) -> str:
+    """A text setting as it appears in run folder names and report keys (no '+')."""
+    return fields.replace("+", "-")
 
 
 @dataclass(frozen=True)

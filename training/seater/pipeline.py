@@ -31,7 +31,7 @@ from indexer import BuildConfig, IdTree, build_tree, from_codes, node_centroids
 from training.checkpoint import load_checkpoint
 from training.config import ConfigError, from_saved
 from training.data import InteractionData, Sequences
-from training.lmindexer.config import codes_fields
+from training.lmindexer.config import TEXT_FIELDS, codes_fields, fields_slug
 from training.run_folder import FINGERPRINT, data_fingerprint
 from training.runner import RunSettings, finish_run, fit_and_test, report_entries, start_run
 from training.sasrec.model import SASRecParams
@@ -241,8 +241,8 @@ def variant_name(cfg: SeaterRun) -> str:
     ids = t.ids
     if ids == "semantic":  # codes learned from titles alone vs with the category words
         fields = codes_fields(t.codes)
-        if fields in ("title", "title+categories"):
-            ids = f"semantic-{fields.replace('+', '-')}"
+        if fields in TEXT_FIELDS:
+            ids = f"semantic-{fields_slug(fields)}"
     parts = [ids, f"k{t.k}", f"d{p.d_model}", f"beam{cfg.beam_size}"]
     if lo.lambda_align == 0 and lo.lambda_rank == 0:
         parts.append("gen-only")

@@ -144,3 +144,12 @@ def test_semantic_seater_rows_are_keyed_by_the_codes_text_fields(tmp_path):
     assert key("title+categories").startswith("semantic-title-categories-k16-")
     assert key("missing").startswith("semantic-k16-")  # folder not here: unlabelled
     assert variant_name(SeaterRun()).startswith("balanced-k16-")
+
+
+def test_every_text_setting_of_a_semantic_key_names_the_same_balanced_twin():
+    from training.lmindexer.compare import SEMANTIC_KEY
+
+    for ids in ("semantic", "semantic-title", "semantic-title-categories"):
+        key = f"seater/loo/{ids}-k16-d64-beam50-default-s1"
+        assert key[SEMANTIC_KEY.match(key).end():] == "k16-d64-beam50-default-s1", ids
+    assert SEMANTIC_KEY.match("seater/loo/balanced-k16-d64-beam50-default") is None
