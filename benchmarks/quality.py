@@ -77,13 +77,15 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
         **{f"ablate-k{k}": ["-k", str(k)] for k in (4, 8, 32)},
     }.items()},
     # --- SEATER on the tuned SASRec (issue 14): its tree, leaves and encoder, under the
-    # SASRec's own input conventions (no input scaling, visible padding); three seeds
-    **{f"seater-{dataset}-tuned-s{seed}": ("tuned", [
-        *SEATER, "-d", dataset, "-p", "loo", "--refit", "--sasrec-run",
+    # SASRec's own input conventions (no input scaling, visible padding); three seeds.
+    # `-fit` stops before the refit: its row is the same run's fit row at half the cost
+    # (the balanced twin of the semantic-title runs below, which are fit only)
+    **{f"seater-{dataset}-tuned{tag}-s{seed}": ("tuned", [
+        *SEATER, "-d", dataset, "-p", "loo", *refit, "--sasrec-run",
         f"runs/{dataset}/sasrec-loo-rectools-batch4096", "--set", "model.scale_input=false",
         "--set", "model.mask_padded_keys=false", "--seed", str(seed),
-        "--name", f"seater-loo-tuned-s{seed}"]) for dataset in ("beauty", "sports")
-       for seed in (0, 1, 2)},
+        "--name", f"seater-loo-tuned{tag}-s{seed}"]) for dataset in ("beauty", "sports")
+       for seed in (0, 1, 2) for tag, refit in (("", ["--refit"]), ("-fit", []))},
     # --- distillation from the tuned SASRec (training/seater/distill.py): its next-item
     # softmax folded onto the tree as soft child targets beside the hard path; fit only
     # (compare with the seater-<ds>-tuned-s* fit rows), and with --refit, where the
