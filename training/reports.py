@@ -22,12 +22,17 @@ from training.data.registry import REPO_ROOT
 REPORTS_DIR = REPO_ROOT / "reports"
 
 
-def git_commit() -> str:
+def git_commit(root: Path = REPO_ROOT) -> str:
+    """HEAD, with ``-dirty`` when a tracked file outside ``reports/`` differs from it.
+
+    ``reports/`` is what runs write, not what they run: a run started while an earlier one's
+    row sits uncommitted in a report JSON ran the committed code all the same."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)reports"],
+                               cwd=root, capture_output=True, text=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -1,6 +1,7 @@
 import json
+import subprocess
 
-from training.reports import update_quality_report
+from training.reports import git_commit, update_quality_report
 
 
 def entry(key, recall):
@@ -24,3 +25,23 @@ def test_entries_replace_by_key_and_other_reports_in_the_folder_are_left_alone(t
     md = (quality / "README.md").read_text()
     assert "| sasrec/loo/a | test | nan | nan | 0.3000 |" in md
     assert json.loads(other.read_text()) == {"dataset": "beauty", "ami": {}}
+
+
+def test_commit_is_dirty_for_code_changes_but_not_for_report_files(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "reports" / "run.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    sha = git_commit(tmp_path)
+    assert len(sha) == 40  # clean
+    (tmp_path / "reports" / "run.json").write_text('{"runs": [1]}\n')
+    (tmp_path / "untracked.py").write_text("")
+    assert git_commit(tmp_path) == sha
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == sha + "-dirty"
