@@ -212,14 +212,15 @@ def _num(value: Any, missing: float = float("nan")) -> float:
     return float(value) if value is not None else missing
 
 
-def refresh_pairs(out: Path, dataset: str, command: str) -> None:
-    """Swap in the current SEATER pairs without retraining: the rest of the report keeps
-    its own commit and command, and the refresh records its own."""
+def refresh_pairs(out: Path, command: str) -> None:
+    """Swap in the current SEATER pairs (from ``<dataset>.json`` beside ``out``) without
+    retraining: the rest of the report keeps its own commit and command, and the refresh
+    records its own."""
     if not out.is_file():
         raise SystemExit(f"{out} not found: run `python -m benchmarks.semantic_ids` without "
                          "--refresh-pairs first")
     result = json.loads(out.read_text())
-    result["seater_loo"] = seater_comparison(dataset)
+    result["seater_loo"] = seater_comparison(result["dataset"], out.parent.parent)
     label_pairs(result["seater_loo"], known_fields(
         {folder: row["fields"] for row in result.get("rows", [])
          for folder in row.get("runs", {}).values()}, result.get("cold_start_provenance")))
@@ -271,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     default_out = REPORTS_DIR / "quality" / f"semantic_ids_{args.dataset}.json"
     out = Path(args.out) if args.out else default_out
     if args.refresh_pairs:
-        refresh_pairs(out, args.dataset, cmd)
+        refresh_pairs(out, cmd)
+        print(f"wrote {render(args, out, default_out)}")
         return 0
     try:
         fields = parse_fields(args.fields)
@@ -280,11 +282,17 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"python -m benchmarks.semantic_ids: {e}") from e
     with pinned_threads(args.threads):
         result = evaluate(args, fields, seeds, cmd, out)
+    print(f"wrote {render(args, out, default_out)}")
+    return 1 if result["missing_runs"] and not args.compare_only else 0
+
+
+def render(args: argparse.Namespace, out: Path, default_out: Path) -> Path:
+    """The readable table of every report beside ``out`` (--markdown, else
+    reports/semantic_ids.md for the default report, else semantic_ids.md beside it)."""
     md = Path(args.markdown) if args.markdown else (
         REPORTS_DIR / "semantic_ids.md" if out == default_out else out.parent / "semantic_ids.md")
     reports = sorted(out.parent.glob("semantic_ids_*.json")) + [out]
-    print(f"wrote {render_markdown(reports, md)}")
-    return 1 if result["missing_runs"] and not args.compare_only else 0
+    return render_markdown(reports, md)
 
 
 def text_column(dataset: str) -> str:
@@ -417,7 +425,7 @@ def evaluate(args: argparse.Namespace, fields: list[TextFields], seeds: list[int
         "fields": list(fields), "seeds": seeds, "quick": args.quick,
         "overrides": list(args.set), "identical_fields": identical,
         **compared,
-        "seater_loo": seater_comparison(data.name),
+        "seater_loo": seater_comparison(data.name, out.parent.parent),
         "published": PUBLISHED,
         "command": command, "commit": git_commit(), "machine": machine_info(), "created": now(),
     }

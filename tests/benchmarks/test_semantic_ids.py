@@ -208,3 +208,36 @@ def test_a_run_another_process_is_training_is_recognised(tmp_path):
     assert running_elsewhere("semantic-title-s1", "beauty", proc)
     assert not running_elsewhere("semantic-title-s1", "sports", proc)
     assert not running_elsewhere("semantic-title-s2", "beauty", proc)
+
+
+def test_refresh_pairs_reads_the_seater_rows_beside_the_report_and_renders_them(tmp_path, data):
+    tiny_run(tmp_path, data, "title", 0)
+    quality = tmp_path / "reports" / "quality"
+    out = ["--out", str(quality / "semantic_ids_synthetic.json")]
+    assert semantic_ids.main(argv(tmp_path, "--seeds", "0", "--fields", "title",
+                                  "--compare-only") + out) == 0
+    before = json.loads((quality / "semantic_ids_synthetic.json").read_text())
+    assert before["seater_loo"]["status"].endswith("no SEATER runs reported yet")
+
+    def row(key: str, seed: int, r5: float, n5: float) -> dict:
+        return {"key": key, "seed": seed, "config": {"tree": {"codes": "elsewhere/codes.npy"}},
+                "metrics": {"test": {"recall@5": r5, "ndcg@5": n5}}}
+
+    (quality / "synthetic.json").write_text(json.dumps({"runs": [
+        row("seater/loo/semantic-title-k4-d8", 0, 0.045, 0.03),
+        row("seater/loo/balanced-k4-d8", 0, 0.05, 0.03),
+        row("seater/loo/semantic-title-k4-d8-s1", 1, 0.035, 0.02),
+        row("seater/loo/balanced-k4-d8-s1", 1, 0.05, 0.025),
+        row("seater/loo/semantic-title-k4-d8-s2", 2, 0.04, 0.02)]}))  # no twin: unpaired
+    assert semantic_ids.main(argv(tmp_path, "--refresh-pairs") + out) == 0
+    after = json.loads((quality / "semantic_ids_synthetic.json").read_text())
+    assert after["rows"] == before["rows"]  # nothing else recomputed
+    pairs = after["seater_loo"]["pairs"]
+    assert [(p["seed"], p["test"]["recall@5"]["ratio"]) for p in pairs] == [(0, 0.9), (1, 0.7)]
+    (group,) = after["seater_loo"]["seeds"]
+    assert group["seeds"] == [0, 1]
+    assert group["test"]["recall@5"]["semantic"] == pytest.approx(0.04)
+    assert group["test"]["recall@5"]["ratio"] == pytest.approx(0.8)
+    assert group["within_10pct_of_balanced"] is False  # on the means: R@5 at 0.8
+    md = (quality / "semantic_ids.md").read_text()
+    assert "seeds [0, 1]" in md
