@@ -82,7 +82,7 @@ from training.lmindexer.ami import (
     prefix_clusters,
 )
 from training.lmindexer.cold_start import cold_start
-from training.lmindexer.compare import PUBLISHED, seater_comparison, tree_codes
+from training.lmindexer.compare import PUBLISHED, seater_comparison, setting_of, tree_codes
 from training.lmindexer.config import SemanticRun, TextFields
 from training.lmindexer.pipeline import load_indexer
 from training.lmindexer.plots import plot_usage
@@ -461,6 +461,11 @@ def label_pairs(seater_loo: dict[str, Any], known: dict[str, str]) -> None:
         if str(pair.get("text_fields", "")).startswith("unknown") and folder in known:
             pair["text_fields"] = known[folder]
             pair["text_fields_from"] = "the run's recorded config, as read by this report"
+    for group in seater_loo.get("seeds", []):  # a setting's summary says what its pairs say
+        fields = {pair["text_fields"] for pair in seater_loo.get("pairs", [])
+                  if setting_of(pair["semantic"]) == group["setting"]}
+        if len(fields) == 1:
+            group["text_fields"] = fields.pop()
 
 
 def cold_start_run(states: list[RunState]) -> RunState | None:

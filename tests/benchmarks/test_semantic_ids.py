@@ -241,3 +241,16 @@ def test_refresh_pairs_reads_the_seater_rows_beside_the_report_and_renders_them(
     assert group["within_10pct_of_balanced"] is False  # on the means: R@5 at 0.8
     md = (quality / "semantic_ids.md").read_text()
     assert "seeds [0, 1]" in md
+
+
+def test_pairs_and_their_seed_summary_learn_the_text_fields_the_report_knows():
+    unknown = "unknown (runs/b/semantic/config.json not readable here)"
+    loo = {"pairs": [{"semantic": "seater/loo/semantic-k16", "codes": "runs/b/semantic/codes.npy",
+                      "text_fields": unknown},
+                     {"semantic": "seater/loo/semantic-title-k16-s1",
+                      "codes": "runs/b/semantic-title-s1/codes.npy", "text_fields": "title"}],
+           "seeds": [{"setting": "seater/loo/semantic-k16", "text_fields": unknown},
+                     {"setting": "seater/loo/semantic-title-k16", "text_fields": "title"}]}
+    semantic_ids.label_pairs(loo, {"runs/b/semantic": "title+categories"})
+    assert [p["text_fields"] for p in loo["pairs"]] == ["title+categories", "title"]
+    assert [g["text_fields"] for g in loo["seeds"]] == ["title+categories", "title"]

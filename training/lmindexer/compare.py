@@ -118,13 +118,18 @@ def _verdicts(test: dict[str, dict[str, Any]], published: dict[str, float] | Non
     return out
 
 
+def setting_of(semantic_key: str) -> str:
+    """The setting a semantic row's seed belongs to: its key without the seed tag."""
+    return re.sub(r"-s\d+$", "", semantic_key)
+
+
 def _over_seeds(pairs: list[dict[str, Any]], published: dict[str, float] | None
                 ) -> list[dict[str, Any]]:
     """Pairs of one setting (the semantic key without its seed tag) as mean ± sample std
     over seeds; the ratio and the verdicts are taken on the means."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for pair in pairs:
-        groups.setdefault(re.sub(r"-s\d+$", "", pair["semantic"]), []).append(pair)
+        groups.setdefault(setting_of(pair["semantic"]), []).append(pair)
     out = []
     for setting, members in groups.items():
         test = {}
