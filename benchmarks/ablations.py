@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from training.lmindexer.config import TEXT_FIELDS, fields_slug
+
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
 
@@ -29,6 +31,17 @@ TIGER = {"beauty": {"recall@10": 0.0648, "ndcg@10": 0.0384},
          "sports": {"recall@10": 0.0400, "ndcg@10": 0.0225}}
 FULL_EPOCHS = 200  # TrainConfig's default: a run that stops only by early stopping
 COLS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20")
+
+
+def _text_fields(entry: dict[str, Any]) -> str:
+    """`` (title)``-style text fields of a semantic-ID row. Its variant name is the one
+    record of them (the trainer reads them from the codes' indexer config); rows from
+    before variant names carried them get nothing."""
+    variant = entry.get("variant", "")
+    for fields in sorted(TEXT_FIELDS, key=len, reverse=True):
+        if variant.startswith(f"semantic-{fields_slug(fields)}-"):
+            return f" ({fields})"
+    return ""
 
 
 def label(entry: dict[str, Any]) -> str:
@@ -47,7 +60,7 @@ def label(entry: dict[str, Any]) -> str:
                   if model.get("negatives") == "batch" else "")
         return "SASRec" + width + style + shared + refit
     tree, losses = cfg.get("tree", {}), cfg.get("losses", {})
-    parts = ["SEATER", tree.get("ids", "balanced")]
+    parts = ["SEATER", tree.get("ids", "balanced") + _text_fields(entry)]
     if tree.get("k", 16) != 16:
         parts.append(f"k={tree['k']}")
     align, rank = losses.get("lambda_align", 1), losses.get("lambda_rank", 1)

@@ -46,6 +46,13 @@ def test_labels_come_from_the_config_not_the_variant_name():
           "init_from_sasrec": False}
     assert label(row("seater", "x", 0, 0, refit=True, **k8)) == (
         "SEATER kmeans k=8 scratch (refit)")
+    semantic = {"tree": {"ids": "semantic", "k": 16}, "losses": SEATER["losses"]}
+    # text fields are recorded only in the variant name, so they are read from there
+    assert label(row("seater", "semantic-title-categories-k16-d64", 0, 0, **semantic)) == (
+        "SEATER semantic (title+categories)")
+    assert label(row("seater", "semantic-title-k16-d64", 0, 0, **semantic)) == (
+        "SEATER semantic (title)")
+    assert label(row("seater", "semantic-k16-d64", 0, 0, **semantic)) == "SEATER semantic"
 
 
 def test_a_beam_re_evaluation_is_labelled_with_its_runs_config(tmp_path, monkeypatch):
