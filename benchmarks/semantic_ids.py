@@ -213,9 +213,9 @@ def _num(value: Any, missing: float = float("nan")) -> float:
 
 
 def refresh_pairs(out: Path, command: str) -> None:
-    """Swap in the current SEATER pairs (from ``<dataset>.json`` beside ``out``) without
-    retraining: the rest of the report keeps its own commit and command, and the refresh
-    records its own."""
+    """Swap in the current SEATER pairs (from the reports folder ``out`` is in, i.e.
+    ``<out's grandparent>/quality/<dataset>.json``) without retraining: the rest of the
+    report keeps its own commit and command, and the refresh records its own."""
     if not out.is_file():
         raise SystemExit(f"{out} not found: run `python -m benchmarks.semantic_ids` without "
                          "--refresh-pairs first")
