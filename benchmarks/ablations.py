@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from training.lmindexer.config import TEXT_FIELDS, fields_slug
+from training.lmindexer.compare import variant_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
@@ -35,13 +35,9 @@ COLS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20")
 
 def _text_fields(entry: dict[str, Any]) -> str:
     """`` (title)``-style text fields of a semantic-ID row. Its variant name is the one
-    record of them (the trainer reads them from the codes' indexer config); rows from
-    before variant names carried them get nothing."""
-    variant = entry.get("variant", "")
-    for fields in sorted(TEXT_FIELDS, key=len, reverse=True):
-        if variant.startswith(f"semantic-{fields_slug(fields)}-"):
-            return f" ({fields})"
-    return ""
+    record of them (the trainer reads them from the codes' indexer config)."""
+    fields = variant_fields(entry.get("variant", ""))
+    return f" ({fields})" if fields else ""
 
 
 def label(entry: dict[str, Any]) -> str:

@@ -76,7 +76,16 @@ def id_sources(semantic: np.ndarray, sasrec_emb: Path | None, text_emb: np.ndarr
 # "title" does not stop short of "title-categories": the rest names the balanced twin
 _SLUGS = "|".join(sorted((re.escape(fields_slug(f)) for f in TEXT_FIELDS), key=len,
                          reverse=True))
-SEMANTIC_KEY = re.compile(rf"^seater/loo/semantic(?:-(?:{_SLUGS}))?-")
+_BY_SLUG = {fields_slug(f): f for f in TEXT_FIELDS}
+SEMANTIC_VARIANT = rf"semantic(?:-(?P<slug>{_SLUGS}))?-"
+SEMANTIC_KEY = re.compile(rf"^seater/loo/{SEMANTIC_VARIANT}")
+
+
+def variant_fields(variant: str) -> str | None:
+    """The text fields a semantic row's variant name records (None: a balanced row, or one
+    from before variant names carried them)."""
+    match = re.match(SEMANTIC_VARIANT, variant)
+    return _BY_SLUG[match["slug"]] if match and match["slug"] else None
 PAIRED = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 
 
