@@ -18,6 +18,9 @@ the other ID sources and LMIndexer's Table 1 (issue 15).
    baseline), a balanced tree over SASRec embeddings (the best finished SASRec run of the
    dataset, named in the report) and a random tree; collision rate and codebook usage
    per level of every run. Every row names its text fields (``n/a``: no text read).
+   Categories come from items.tsv; a catalogue without category text (Sports) is
+   labelled from S3Rec's item2attributes.json instead (training.data.attribute_paths),
+   and where both exist (Beauty) the report gives the AMI between the two sources.
 3. SEATER loo metrics with semantic vs balanced IDs, when both runs are already in
    reports/quality/<dataset>.json (``python -m benchmarks.quality --group semantic-seater``
    and the ``seater-<dataset>-tuned-s*`` twins): each seed's pair, and per text setting the
@@ -72,7 +75,10 @@ from benchmarks.semantic_table import (
 )
 from indexer import from_codes
 from training.data import InteractionData, load_dataset
+from training.data.attribute_paths import FILE as ATTRIBUTES_FILE
+from training.data.attribute_paths import category_paths, read_item_attributes
 from training.data.dataset import ItemText
+from training.data.loaders import DataError
 from training.data.registry import resolve_dataset
 from training.lmindexer.ami import (
     ami,
@@ -80,6 +86,7 @@ from training.lmindexer.ami import (
     first_varying_level,
     neighbour_agreement,
     prefix_clusters,
+    source_agreement,
 )
 from training.lmindexer.cold_start import cold_start
 from training.lmindexer.compare import PUBLISHED, seater_comparison, setting_of, tree_codes
@@ -380,23 +387,72 @@ def comparison(args: argparse.Namespace, data: InteractionData, states: list[Run
     missing = [missing_entry(s, args.dataset, args) for s in states if s.status != "finished"]
     k = int(finished[0].report["k"]) if finished else expected_config(
         states[0].spec, args.dataset, args.runs, args.threads, args.quick, args.set).model.k
-    has_categories = data.item_text is not None and any(data.item_text.categories)
+    labels, source = category_source(args.dataset, data)
+    has_categories = labels is not None
     sasrec, why = sasrec_run(args, data) if has_categories else (None, "")
     trees, notes = (build_trees(finished, data, k, seeds[0], sasrec, args.runs)
                     if has_categories else ([], {}))
-    table, unavailable = ami_by_source(finished, trees, data.item_text)
+    table, unavailable = ami_by_source(finished, trees, labels)
     lacking: dict[str, list[int]] = {}
     for m in missing:
         lacking.setdefault(m["fields"], []).append(m["seed"])
     rows = semantic_rows(finished, table, lacking) + tree_rows(trees, table)
     return {
         "k": k, "rows": rows, "ami_headline": headline(rows),
-        "ami_categories": ({key: table[key] for key in ("category_levels", "n_labelled",
-                                                         "n_categories", "examples")}
+        "ami_categories": ({**source, **{key: table[key] for key in (
+            "category_levels", "n_labelled", "n_categories", "examples")}}
                            if table else None),
         "ami_unavailable": unavailable, "missing_runs": missing, "missing_sources": notes,
         "sasrec_run": {"folder": str(sasrec), "why": why} if sasrec else None,
     }, finished
+
+
+ID_CHECK_ON = ("beauty",)
+"""Catalogues with both category text and item2attributes.json, on which the id reading
+is checked whenever another catalogue's labels come from ids alone."""
+
+
+def category_source(dataset: str, data: InteractionData) -> tuple[ItemText | None, dict[str, Any]]:
+    """The category labels AMI is measured against, and where they come from: items.tsv's
+    category text, else the category ids of item2attributes.json beside the interactions.
+    ``attribute_ids_vs_text`` says how well the id reading reproduces category text, on
+    this catalogue where it has both, else on those of ID_CHECK_ON that can be loaded."""
+    text = data.item_text
+    from_ids = id_labels(dataset, data)
+    if text is not None and any(text.categories):
+        info: dict[str, Any] = {"source": "items.tsv categories"}
+        if from_ids is not None:
+            info["attribute_ids_vs_text"] = {data.name: source_agreement(text, from_ids)}
+        return text, info
+    if from_ids is None:
+        return None, {}
+    checks = {}
+    for name in ID_CHECK_ON:
+        try:
+            other = load_dataset(name)
+        except DataError:
+            continue
+        other_ids = id_labels(name, other)
+        if other.item_text is not None and any(other.item_text.categories) and other_ids:
+            checks[name] = source_agreement(other.item_text, other_ids)
+    return from_ids, {"source": f"{ATTRIBUTES_FILE} category ids (names not shipped; read "
+                                "by training.data.attribute_paths)",
+                      "attribute_ids_vs_text": checks}
+
+
+def id_labels(dataset: str, data: InteractionData) -> ItemText | None:
+    """Category paths from the dataset folder's item2attributes.json, if it has one."""
+    try:
+        path = resolve_dataset(dataset) / ATTRIBUTES_FILE
+    except DataError:
+        return None
+    if not path.is_file():
+        return None
+    paths = category_paths(read_item_attributes(path), data.item_ids)
+    if not any(paths):
+        return None
+    title = data.item_text.title if data.item_text else [""] * data.n_items
+    return ItemText(title=title, categories=paths)
 
 
 def sasrec_run(args: argparse.Namespace, data: InteractionData) -> tuple[Path | None, str]:

@@ -100,8 +100,8 @@ def ami_by_source(runs: list[SemanticRunCodes], trees: list[TreeCodes],
     """AMI of every run and tree against the categories (one ami_table), or None and
     the reason when the catalogue has no category labels to compare with."""
     if item_text is None or not any(item_text.categories):
-        return None, ("the items have no category labels (items.tsv categories empty), "
-                      "so no AMI against categories can be computed")
+        return None, ("the items have no category labels (items.tsv categories empty, no "
+                      "item2attributes.json), so no AMI against categories can be computed")
     sources = {source_key("semantic", r.fields, r.seed): r.codes for r in runs}
     sources.update({source_key(t.source, t.fields): t.codes for t in trees})
     return ami_table(sources, item_text), ""
@@ -285,13 +285,15 @@ def _notes(report: dict[str, Any]) -> list[str]:
     if report.get("text_column", "title") != "title":
         notes.append(f"- This catalogue has no product titles: `title` reads items.tsv's "
                      f"`{report['text_column']}` column (see the data README), which is "
-                     "not LMIndexer's text either.")
+                     "not LMIndexer's text either: IDGenRec generated it from the item "
+                     "metadata, so category words may be in it.")
     if report.get("quick"):
         notes.append("- Smoke run (--quick): a shortened schedule; not a result.")
     if report.get("overrides"):
         notes.append(f"- Indexer config overrides: {', '.join(report['overrides'])}.")
     if report.get("ami_unavailable"):
         notes.append(f"- AMI not computed: {report['ami_unavailable']}.")
+    notes += _category_note(report.get("ami_categories") or {})
     for fields, same in report.get("identical_fields", {}).items():
         notes.append(f"- `{fields}` reads exactly the same text as `{same}` on this catalogue "
                      "(no categories), so it is not trained separately.")
@@ -305,6 +307,21 @@ def _notes(report: dict[str, Any]) -> list[str]:
         notes.append(f"- missing run {miss['folder']} ({miss['status']}): train it with "
                      f"`{miss['command']}`.")
     return notes
+
+
+def _category_note(cats: dict[str, Any]) -> list[str]:
+    """Where the category labels came from and, with two sources, how well they agree."""
+    if not cats.get("source"):
+        return []
+    levels = cats.get("n_categories", {})
+    line = (f"- Categories: {cats['source']}; {levels.get('top', '?')} top and "
+            f"{levels.get('sub', '?')} sub categories")
+    for name, check in (cats.get("attribute_ids_vs_text") or {}).items():
+        line += (f". item2attributes.json ids, read as training.data.attribute_paths reads "
+                 f"them, agree with {name}'s category text at AMI {check['top']['ami']:.4f} "
+                 f"(top, {check['top']['n_items']} items) / {check['sub']['ami']:.4f} (sub, "
+                 f"{check['sub']['n_items']} items)")
+    return [line + "."]
 
 
 def _cold_start_note(report: dict[str, Any]) -> list[str]:

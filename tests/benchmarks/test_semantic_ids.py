@@ -254,3 +254,43 @@ def test_pairs_and_their_seed_summary_learn_the_text_fields_the_report_knows():
     semantic_ids.label_pairs(loo, {"runs/b/semantic": "title+categories"})
     assert [p["text_fields"] for p in loo["pairs"]] == ["title+categories", "title"]
     assert [g["text_fields"] for g in loo["seeds"]] == ["title+categories", "title"]
+
+
+def test_categories_come_from_attribute_ids_where_items_tsv_has_none(tmp_path, monkeypatch):
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    (folder / "interactions.txt").write_text("u1 1 2 3\nu2 2 3 4\n")
+    (folder / "item2attributes.json").write_text(json.dumps(
+        {"1": [50, 9, 1], "2": [9, 1], "3": [51, 9, 2], "4": [9, 2]}))
+    monkeypatch.setenv("SEATER_DATA_DIR", str(tmp_path))
+    (folder / "items.tsv").write_text("item_id\tasin\tkeywords\tcategories\n"
+                                      + "".join(f"{i}\ta{i}\tkw {i}\t\n" for i in range(1, 5)))
+    twin = tmp_path / "twin"  # a catalogue with both sources, where the reading is checked
+    twin.mkdir()
+    for name in ("interactions.txt", "item2attributes.json"):
+        (twin / name).write_text((folder / name).read_text())
+    (twin / "items.tsv").write_text("item_id\tasin\ttitle\tcategories\n" + "".join(
+        f"{i}\ta{i}\tt {i}\tSports > {'A' if i < 3 else 'B'} > {'C' if i % 2 else 'D'}\n"
+        for i in range(1, 5)))
+    monkeypatch.setattr(semantic_ids, "ID_CHECK_ON", ("twin", "absent"))
+    labels, source = semantic_ids.category_source("toy", semantic_ids.load_dataset("toy"))
+    assert "item2attributes.json" in source["source"]
+    assert set(source["attribute_ids_vs_text"]) == {"twin"}
+    assert source["attribute_ids_vs_text"]["twin"]["top"] == {"ami": pytest.approx(1.0),
+                                                              "n_items": 4}
+    assert source["attribute_ids_vs_text"]["twin"]["sub"]["n_items"] == 0  # no sub in the ids
+    assert labels.categories == [[["attr9", "attr1"]]] * 2 + [[["attr9", "attr2"]]] * 2
+    table, _ = ami_by_source([], [TreeCodes("random", "n/a", np.array([[0], [0], [1], [1]]),
+                                            "")], labels)
+    assert table["sources"]["random|n/a"]["headline"]["level1_vs_top"] == pytest.approx(1.0)
+    # with category text, the text is used and the ids are checked against it
+    (folder / "items.tsv").write_text("item_id\tasin\ttitle\tcategories\n" + "".join(
+        f"{i}\ta{i}\tt {i}\tSports > {'A' if i < 3 else 'B'}\n" for i in range(1, 5)))
+    labels, source = semantic_ids.category_source("toy", semantic_ids.load_dataset("toy"))
+    assert source["source"] == "items.tsv categories"
+    assert labels.categories[0] == [["Sports", "A"]]
+    check = source["attribute_ids_vs_text"]["toy"]
+    assert check["top"] == {"ami": pytest.approx(1.0), "n_items": 4}
+    (folder / "item2attributes.json").unlink()
+    (folder / "items.tsv").write_text("item_id\tasin\ttitle\n1\ta\tt\n")
+    assert semantic_ids.category_source("toy", semantic_ids.load_dataset("toy")) == (None, {})

@@ -90,6 +90,20 @@ def ami_table(sources: dict[str, np.ndarray], item_text: ItemText, max_depth: in
     }
 
 
+def source_agreement(a: ItemText, b: ItemText) -> dict[str, Any]:
+    """AMI between two category sources' top labels, and their sub labels, over the
+    items both label: how far one source can stand in for the other."""
+    out: dict[str, Any] = {}
+    for name, offset in (("top", 0), ("sub", 1)):
+        left = np.asarray(category_labels(a, first_varying_level(a) + offset), dtype=object)
+        right = np.asarray(category_labels(b, first_varying_level(b) + offset), dtype=object)
+        both = (left != "") & (right != "")
+        _, right_id = np.unique(right[both].astype(str), return_inverse=True)
+        score, n = ami(right_id, list(left[both]))
+        out[name] = {"ami": round(score, 4), "n_items": n}
+    return out
+
+
 def neighbour_agreement(codes: np.ndarray, labels: list[str], query: np.ndarray, depth: int
                         ) -> tuple[float, int]:
     """How often a query item's depth-``depth`` node is led by its own category.
