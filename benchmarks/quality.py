@@ -96,6 +96,15 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
         "--seed", str(seed), "--name", f"seater-loo-tuned-distill{w}{tag}-s{seed}"])
        for dataset in ("beauty", "sports") for w in (1,) for seed in (0, 1, 2)
        for tag, refit in (("", []), ("-refit", ["--refit"]))},
+    # --- Yelp under the seater protocol (no refit in it): SEATER on the tuned SASRec
+    # (sasrec-yelp-seater-tuned first; its input conventions are adopted without flags),
+    # plain and distilled, three seeds each
+    **{f"seater-yelp-tuned{tag}-s{seed}": ("tuned" if not tag else "distill", [
+        *SEATER, "-d", "yelp", "-p", "seater", "--sasrec-run", "runs/yelp/sasrec-seater-tuned",
+        *flags,
+        "--seed", str(seed), "--name", f"seater-seater-tuned{tag}-s{seed}"])
+       for seed in (0, 1, 2)
+       for tag, flags in (("", []), ("-distill1", ["--set", "losses.lambda_distill=1"]))},
     # --- the authors' configuration (docs/seater_reference.md), beside the default preset
     "seater-beauty-reference": ("reference", [*SEATER, "-d", "beauty", "-p", "loo", "--refit",
                                               "--preset", "reference",
