@@ -83,6 +83,7 @@ from training.data.registry import resolve_dataset
 from training.lmindexer.ami import (
     ami,
     category_labels,
+    distinctive_words,
     first_varying_level,
     neighbour_agreement,
     prefix_clusters,
@@ -435,9 +436,11 @@ def category_source(dataset: str, data: InteractionData) -> tuple[ItemText | Non
         other_ids = id_labels(name, other)
         if other.item_text is not None and any(other.item_text.categories) and other_ids:
             checks[name] = source_agreement(other.item_text, other_ids)
+    top = category_labels(from_ids, first_varying_level(from_ids))
     return from_ids, {"source": f"{ATTRIBUTES_FILE} category ids (names not shipped; read "
                                 "by training.data.attribute_paths)",
-                      "attribute_ids_vs_text": checks}
+                      "attribute_ids_vs_text": checks,
+                      "top_distinctive_words": distinctive_words(top, from_ids.title)}
 
 
 def id_labels(dataset: str, data: InteractionData) -> ItemText | None:

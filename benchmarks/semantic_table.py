@@ -321,6 +321,12 @@ def _category_note(cats: dict[str, Any]) -> list[str]:
                  f"them, agree with {name}'s category text at AMI {check['top']['ami']:.4f} "
                  f"(top, {check['top']['n_items']} items) / {check['sub']['ami']:.4f} (sub, "
                  f"{check['sub']['n_items']} items)")
+    words = cats.get("top_distinctive_words") or {}
+    if words:
+        shown = "; ".join(f"{label.split(' > ')[-1]} ({v['items']}): {', '.join(v['words'])}"
+                          for label, v in words.items())
+        line += (f". The unnamed top categories read by their items' most over-represented "
+                 f"text words: {shown}")
     return [line + "."]
 
 

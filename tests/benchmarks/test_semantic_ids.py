@@ -279,6 +279,8 @@ def test_categories_come_from_attribute_ids_where_items_tsv_has_none(tmp_path, m
     assert source["attribute_ids_vs_text"]["twin"]["top"] == {"ami": pytest.approx(1.0),
                                                               "n_items": 4}
     assert source["attribute_ids_vs_text"]["twin"]["sub"]["n_items"] == 0  # no sub in the ids
+    words = source["top_distinctive_words"]  # what a reader checks unnamed labels by
+    assert {k: v["items"] for k, v in words.items()} == {"attr9 > attr1": 2, "attr9 > attr2": 2}
     assert labels.categories == [[["attr9", "attr1"]]] * 2 + [[["attr9", "attr2"]]] * 2
     table, _ = ami_by_source([], [TreeCodes("random", "n/a", np.array([[0], [0], [1], [1]]),
                                             "")], labels)

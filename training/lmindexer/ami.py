@@ -104,6 +104,35 @@ def source_agreement(a: ItemText, b: ItemText) -> dict[str, Any]:
     return out
 
 
+def distinctive_words(labels: list[str], texts: list[str], n_words: int = 6,
+                      min_share: float = 0.03) -> dict[str, dict[str, Any]]:
+    """Per label, its item count and the words most over-represented in its items' text
+    (lift = share among the label's items / share among all; words in at least
+    ``min_share`` of the label's items and 3 of them): what a reader checks labels whose
+    names are unknown against. Labels '' are skipped; most frequent label first."""
+    overall: dict[str, int] = {}
+    per: dict[str, dict[str, int]] = {}
+    sizes: dict[str, int] = {}
+    for label, text in zip(labels, texts, strict=True):
+        words = set(text.lower().split())
+        for w in words:
+            overall[w] = overall.get(w, 0) + 1
+        if label:
+            sizes[label] = sizes.get(label, 0) + 1
+            counts = per.setdefault(label, {})
+            for w in words:
+                counts[w] = counts.get(w, 0) + 1
+    total = len(labels)
+    out = {}
+    for label in sorted(sizes, key=lambda x: (-sizes[x], x)):
+        size = sizes[label]
+        floor = max(3.0, min_share * size)
+        lift = {w: (c / size) / (overall[w] / total) for w, c in per[label].items() if c >= floor}
+        top = sorted(lift, key=lambda w: (-lift[w], w))[:n_words]
+        out[label] = {"items": size, "words": top}
+    return out
+
+
 def neighbour_agreement(codes: np.ndarray, labels: list[str], query: np.ndarray, depth: int
                         ) -> tuple[float, int]:
     """How often a query item's depth-``depth`` node is led by its own category.

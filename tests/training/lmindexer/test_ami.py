@@ -12,6 +12,7 @@ from training.lmindexer.ami import (
     ami,
     ami_table,
     category_labels,
+    distinctive_words,
     first_varying_level,
     neighbour_agreement,
     prefix_clusters,
@@ -153,3 +154,17 @@ def test_every_text_setting_of_a_semantic_key_names_the_same_balanced_twin():
         key = f"seater/loo/{ids}-k16-d64-beam50-default-s1"
         assert key[SEMANTIC_KEY.match(key).end():] == "k16-d64-beam50-default-s1", ids
     assert SEMANTIC_KEY.match("seater/loo/balanced-k16-d64-beam50-default") is None
+
+
+def test_distinctive_words_rank_by_lift_within_each_label():
+    labels = ["A"] * 4 + ["B"] * 4 + [""] * 2
+    texts = ["fish hook red", "fish rod red", "fish hook", "fish lure red",
+             "bike tire red", "bike chain", "bike tire", "bike bell red",
+             "red fish", "red bike"]
+    words = distinctive_words(labels, texts, n_words=2)
+    assert list(words) == ["A", "B"]  # '' is not a label; ties in size go by name
+    # fish: 4/4 of A vs 5/10 overall = lift 2; hook: 2/4, under the floor of 3 items;
+    # red: 3/4 vs 6/10 = 1.25
+    assert words["A"] == {"items": 4, "words": ["fish", "red"]}
+    # in B only bike reaches 3 items (red and tire are in 2)
+    assert words["B"] == {"items": 4, "words": ["bike"]}
