@@ -18,10 +18,11 @@ from training.lmindexer.ami import source_agreement
 def test_a_kept_root_starts_every_path_and_what_precedes_it_is_dropped():
     # 9 is on every item: the root. Brand 50 and a path under another root (70 > 71)
     # come before it and are not part of the item's Sports path.
-    attrs = {"1": [50, 9, 1, 2], "2": [9, 3], "3": [50, 70, 71, 9, 1, 4], "4": [51, 9]}
+    # Item 4's second path under the root is not read as deeper levels of its first.
+    attrs = {"1": [50, 9, 1, 2], "2": [9, 3], "3": [50, 70, 71, 9, 1, 4], "4": [51, 9, 5, 9, 6]}
     paths = category_paths(attrs, np.array(["1", "2", "3", "4", "5"]))
     assert paths == [[["attr9", "attr1", "attr2"]], [["attr9", "attr3"]],
-                     [["attr9", "attr1", "attr4"]], [["attr9"]], []]  # item 5: no attributes
+                     [["attr9", "attr1", "attr4"]], [["attr9", "attr5"]], []]  # 5: none
 
 
 def test_a_stripped_root_drops_only_a_leading_brand():

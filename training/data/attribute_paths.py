@@ -7,8 +7,8 @@ still carry the category tree, which is all an AMI needs: a label is a path of i
 a name. Two layouts occur in the shared files:
 
 - the catalogue's root category kept (Sports: one id on every item): an item's path
-  starts at the root's first occurrence, so whatever precedes it (brand, a path under
-  another root) is dropped;
+  runs from the root's first occurrence to its next (a second path of the same root), so
+  whatever precedes it (brand, a path under another root) is dropped;
 - the root stripped (Beauty): the leading brand is dropped. A brand is an id that is
   only ever first in a list; category ids also appear after a brand.
 
@@ -55,7 +55,9 @@ def category_paths(attributes: Mapping[str, Sequence[int]], item_ids: np.ndarray
     paths: list[list[list[str]]] = []
     for lst in lists:
         if root is not None and root in lst:
-            ids = lst[lst.index(root):]
+            start = lst.index(root)
+            again = lst.index(root, start + 1) if root in lst[start + 1:] else len(lst)
+            ids = lst[start:again]
         elif root is None and lst:
             ids = lst[1:] if lst[0] in brands else lst
         else:
