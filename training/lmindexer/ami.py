@@ -15,6 +15,7 @@ items whose path does not reach the level are left out of that score.
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
@@ -110,18 +111,14 @@ def distinctive_words(labels: list[str], texts: list[str], n_words: int = 6,
     (lift = share among the label's items / share among all; words in at least
     ``min_share`` of the label's items and 3 of them): what a reader checks labels whose
     names are unknown against. Labels '' are skipped; most frequent label first."""
-    overall: dict[str, int] = {}
-    per: dict[str, dict[str, int]] = {}
-    sizes: dict[str, int] = {}
+    overall: Counter[str] = Counter()
+    per: defaultdict[str, Counter[str]] = defaultdict(Counter)
     for label, text in zip(labels, texts, strict=True):
         words = set(text.lower().split())
-        for w in words:
-            overall[w] = overall.get(w, 0) + 1
+        overall.update(words)
         if label:
-            sizes[label] = sizes.get(label, 0) + 1
-            counts = per.setdefault(label, {})
-            for w in words:
-                counts[w] = counts.get(w, 0) + 1
+            per[label].update(words)
+    sizes = Counter(label for label in labels if label)
     total = len(labels)
     out = {}
     for label in sorted(sizes, key=lambda x: (-sizes[x], x)):
