@@ -158,3 +158,26 @@ def test_seeded_arms_are_compared_pairwise_with_a_verdict():
                     "paired over seeds 0, 1, 2: recall@10 +0.0100 ± 0.0010 (helps); "
                     "ndcg@10 +0.0000 ± 0.0010 (within the noise).")
     assert paired_arms(runs[:2]) == []  # one seed: no comparison
+
+
+def test_the_seater_protocol_is_compared_at_hr_recall_and_ndcg_at_20_and_50():
+    from benchmarks.ablations import VIEWS, table
+
+    def seater_row(kind: str, hr20: float, hr50: float, **config) -> dict:
+        entry = row(kind, "x", 0.0, 0.0, **config)
+        entry["protocol"]["protocol"] = "seater"
+        entry["metrics"]["test"] = {"hr@20": hr20, "recall@20": hr20 / 2, "ndcg@20": 0.04,
+                                    "hr@50": hr50, "recall@50": hr50 / 2, "ndcg@50": 0.05}
+        return entry
+
+    runs = [seater_row("sasrec", 0.2000, 0.3000, **SASREC),
+            seater_row("seater", 0.2200, 0.2700, **SEATER)]
+    view = VIEWS["seater"]
+    text = findings(runs, "yelp", view)
+    # .22 / .20 - 1 = +10.0 %, .27 / .30 - 1 = -10.0 %, halves keep the ratios
+    assert ("SEATER balanced vs SASRec: hr@20 0.2200 vs 0.2000 (+10.0%), recall@20 0.1100 vs "
+            "0.1000 (+10.0%), ndcg@20 0.0400 vs 0.0400 (+0.0%), hr@50 0.2700 vs 0.3000 "
+            "(-10.0%), recall@50 0.1350 vs 0.1500 (-10.0%)") in text
+    assert "TIGER" not in text + table(runs, "yelp", view)  # TIGER's figures are loo
+    assert "| hr@20 | recall@20 | ndcg@20 | hr@50 | recall@50 | ndcg@50 |" in table(
+        runs, "yelp", view)
