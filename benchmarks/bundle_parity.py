@@ -68,7 +68,7 @@ def compare(args: argparse.Namespace) -> dict:
 
     model, tree, cfg, _ = load_run(args.run)
     data = load_dataset(cfg.dataset)
-    split = make_split(data, cfg.protocol, seed=cfg.train.seed)
+    split = make_split(data, cfg.protocol, seed=cfg.split_seed)
     test = split.test
     rng = np.random.default_rng(args.seed)
     users = np.sort(rng.choice(len(test), min(args.users, len(test)),

@@ -98,7 +98,7 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
        for tag, refit in (("", []), ("-refit", ["--refit"]))},
     # --- Yelp under the seater protocol (no refit in it): SEATER on the tuned SASRec
     # (sasrec-yelp-seater-tuned first; its input conventions are adopted without flags),
-    # plain and distilled, three seeds each
+    # plain and distilled, three seeds each, all on the SASRec's user split (split_seed 0)
     **{f"seater-yelp-tuned{tag}-s{seed}": ("tuned" if not tag else "distill", [
         *SEATER, "-d", "yelp", "-p", "seater", "--sasrec-run", "runs/yelp/sasrec-seater-tuned",
         *flags,

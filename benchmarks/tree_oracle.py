@@ -13,9 +13,12 @@ search with it. Its metrics against the SASRec's exhaustive ranking split the ga
   ``reports/quality/<dataset>.json`` against the oracle).
 
 Nothing is trained: the SASRec run and the tree SEATER builds from it (same builder,
-same settings) are enough.
+same settings) are enough. Trained SEATER runs (``--seater-run``) are searched beside it,
+and for every beam-searched model the report says at which depth each test target left
+the beam (or that it was reached and ranked), which locates where a decoder goes wrong.
 
-    python -m benchmarks.tree_oracle --sasrec-run runs/sports/sasrec-loo-rectools-batch4096
+    python -m benchmarks.tree_oracle --sasrec-run runs/sports/sasrec-loo-rectools-batch4096 \
+        [--seater-run runs/sports/seater-loo-tuned-distill1-s0 ...]
       -> reports/quality/tree_oracle_<dataset>.json
 """
 
@@ -23,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +35,16 @@ import numpy as np
 import torch
 
 from benchmarks.common import closing_load, pinned_threads, provenance, write_report
-from indexer import IdTree, beam_search
+from indexer import IdTree, SearchResult, beam_search
 from training.checkpoint import load_checkpoint
 from training.data import Sequences, load_dataset
 from training.evaluate import evaluate
-from training.metrics import topk_indices
-from training.protocols import make_split
+from training.metrics import DEFAULT_KS, compute_metrics, topk_indices
+from training.protocols import EvalSet, make_split
 from training.sasrec.model import SASRec
 from training.seater.distill import _run_config, teacher_checkpoint
-from training.seater.pipeline import TreeParams, make_tree
+from training.seater.pipeline import TreeParams, load_run, make_tree, split_of
+from training.seater.task import SeaterTask
 
 ROOT = Path(__file__).resolve().parents[1]
 BEAMS = (10, 20, 50, 100)
@@ -68,9 +74,17 @@ class FoldedTeacher:
         return torch.softmax(scores, dim=-1).numpy()
 
     def recommend(self, histories: Sequences, k: int, exclude: Sequences | None) -> np.ndarray:
-        probs = self.probs(histories, exclude)
         if not self.beam:
-            return topk_indices(probs, k)
+            return topk_indices(self.probs(histories, exclude), k)
+        found = self.search(histories, k, exclude).items
+        out = np.full((len(found), k), -1, np.int64)
+        out[:, :found.shape[1]] = found
+        return out
+
+    def search(self, histories: Sequences, n: int, exclude: Sequences | None,
+               on_step: Callable[[np.ndarray], None] | None = None) -> SearchResult:
+        """The beam search over folded masses; ``on_step`` as in `SeaterTask.search`."""
+        probs = self.probs(histories, exclude)
         tree, batch = self.tree, len(probs)
         # mass under node v = cum[b, leaf_hi[v]] - cum[b, leaf_lo[v]] (depth-first leaves)
         cum = np.pad(np.cumsum(probs[:, tree.leaf_order], axis=1), ((0, 0), (1, 0)))
@@ -82,16 +96,64 @@ class FoldedTeacher:
             return np.log(np.maximum(mass, 1e-300))
 
         def scorer(prefix: np.ndarray) -> np.ndarray:
+            if on_step is not None:
+                on_step(prefix)
             last = prefix[..., -1]  # [B, W]
             kids = tree.children[last]  # [B, W, k], -1 = no child
             out = log_mass(kids) - log_mass(last[..., None])
             return np.where(kids >= 0, out, -np.inf).astype(np.float32)
 
         excluded = None if exclude is None else list(exclude)
-        found = beam_search(tree, scorer, batch, self.beam, min(k, self.beam), excluded).items
-        out = np.full((batch, k), -1, np.int64)
-        out[:, :found.shape[1]] = found
-        return out
+        return beam_search(tree, scorer, batch, self.beam, min(n, self.beam), excluded)
+
+
+Search = Callable[[Sequences, int, Sequences | None, Callable[[np.ndarray], None]],
+                  SearchResult]
+
+
+def traced_evaluate(search: Search, tree: IdTree, evalset: EvalSet, n: int,
+                    exclude_seen: bool, batch_size: int = 512) -> dict[str, Any]:
+    """Metrics of a beam-searched model, and where each test target went.
+
+    The beam that step ``d`` expands holds the kept depth-``d`` nodes, so a target is
+    "lost at depth d" when its depth-``d`` ancestor is the first one missing from those;
+    at the leaf depth, when its parent was kept but the leaf did not make the top ``n``.
+    Shares are of all test targets and sum to 1 with the found ones.
+    """
+    depth = tree.max_depth
+    lost = np.zeros(depth + 1, np.int64)
+    found_top10 = found_rest = 0
+    ranked = []
+    for lo in range(0, len(evalset), batch_size):
+        rows = np.arange(lo, min(lo + batch_size, len(evalset)))
+        ctx, targets = evalset.contexts.take(rows), evalset.targets.take(rows)
+        beams: list[np.ndarray] = []  # [B, W] nodes of each step's beam, by depth
+
+        def record(prefix: np.ndarray, beams: list[np.ndarray] = beams) -> None:
+            beams.append(prefix[..., -1].copy())
+
+        items = search(ctx, n, ctx if exclude_seen else None, record).items
+        ranked.append(np.pad(items, ((0, 0), (0, n - items.shape[1])), constant_values=-1))
+        who, item = targets.row_ids(), targets.values
+        paths = tree.node_paths[item]  # [T, depth]
+        alive = np.ones(len(item), bool)
+        for d in range(1, min(depth, len(beams))):
+            kept = (beams[d][who] == paths[:, d - 1][:, None]).any(axis=1)
+            lost[d] += np.count_nonzero(alive & ~kept)
+            alive &= kept
+        hit = items[who] == item[:, None]  # [T, n]
+        reached = hit.any(axis=1)
+        lost[depth] += np.count_nonzero(alive & ~reached)
+        top10 = alive & reached & (hit.argmax(axis=1) < 10)
+        found_top10 += np.count_nonzero(top10)
+        found_rest += np.count_nonzero(alive & reached & ~top10)
+    total = max(len(evalset.targets.values), 1)
+    metrics = compute_metrics(np.concatenate(ranked), evalset.targets, DEFAULT_KS)
+    return {"metrics": metrics, "users": len(evalset), "targets": int(total),
+            "where_targets_went": {
+                **{f"lost_at_depth_{d}": round(lost[d] / total, 4) for d in range(1, depth + 1)},
+                "found_in_top10": round(found_top10 / total, 4),
+                "found_below_top10": round(found_rest / total, 4)}}
 
 
 def load_sasrec(folder: Path, n_items: int) -> SASRec:
@@ -102,28 +164,46 @@ def load_sasrec(folder: Path, n_items: int) -> SASRec:
     return model
 
 
-def measure(folder: Path, k: int, beams: tuple[int, ...], split: str, max_users: int,
-            progress: bool) -> dict[str, Any]:
+def measure(folder: Path, k: int, beams: tuple[int, ...], split: str,
+            seater_runs: list[Path], progress: bool) -> dict[str, Any]:
     cfg = _run_config(folder)
     data = load_dataset(cfg.dataset, cfg.data)
     emb = np.load(folder / "fit" / "item_emb.npy")
     tree, _ = make_tree(TreeParams(k=k), emb, data.n_items)
     sasrec = load_sasrec(folder, data.n_items)
-    evalset = getattr(make_split(data, cfg.protocol, seed=cfg.train.seed), split)
-    results = {}
-    for beam in (0, *beams):
-        res = evaluate(FoldedTeacher(sasrec, tree, beam), evalset,
-                       exclude_seen=cfg.excludes_seen(), max_users=max_users,
-                       seed=cfg.train.seed, progress=progress,
-                       desc=f"beam {beam}" if beam else "exhaustive")
-        results["exhaustive" if not beam else f"beam{beam}"] = {
-            "metrics": res.metrics, "users": res.n_users, "seconds": round(res.seconds, 1)}
+    parts = make_split(data, cfg.protocol, seed=cfg.split_seed)
+    evalset, n = getattr(parts, split), max(DEFAULT_KS)
+    res = evaluate(FoldedTeacher(sasrec, tree, 0), evalset, exclude_seen=cfg.excludes_seen(),
+                   seed=cfg.train.seed, progress=progress, desc="exhaustive")
+    results: dict[str, dict[str, Any]] = {"exhaustive": {"metrics": res.metrics,
+                                                         "users": res.n_users}}
+    for beam in beams:
+        oracle = FoldedTeacher(sasrec, tree, beam)
+        results[f"oracle_beam{beam}"] = traced_evaluate(
+            lambda h, m, x, step, oracle=oracle: oracle.search(h, m, x, step), tree, evalset,
+            min(n, beam), cfg.excludes_seen())
+    for run in seater_runs:
+        model, own_tree, own, _ = load_run(run)
+        if split_of(asdict(own)) != split_of(asdict(cfg)) or own.dataset != cfg.dataset:
+            raise SystemExit(f"{run} was trained on {own.dataset} under {split_of(asdict(own))}, "
+                             f"the SASRec on {cfg.dataset} under {split_of(asdict(cfg))}: "
+                             "compare runs of one dataset and split")
+        task = SeaterTask(model, own_tree, parts.train, torch.device("cpu"), own.losses,
+                          beam_size=own.beam_size)
+        results[f"seater_{run.name}"] = {
+            **traced_evaluate(lambda h, m, x, step, task=task: task.search(h, m, x,
+                                                                           on_step=step),
+                              own_tree, evalset, min(n, own.beam_size), own.excludes_seen()),
+            "beam": own.beam_size, "run_dir": str(run),
+            "same_tree_as_oracle": bool(np.array_equal(own_tree.item_leaf, tree.item_leaf)
+                                        and np.array_equal(own_tree.children, tree.children))}
     exact = results["exhaustive"]["metrics"]
     for row in results.values():
         row["share_of_exhaustive"] = {m: round(v / exact[m], 4) if exact[m] else None
                                       for m, v in row["metrics"].items()}
-    return {"dataset": cfg.dataset, "protocol": cfg.protocol, "split": split,
-            "sasrec_run": str(folder), "tree": {**tree.summary(), "ids": "balanced"},
+    return {"dataset": cfg.dataset, "protocol": cfg.protocol, "split_seed": cfg.split_seed,
+            "split": split, "sasrec_run": str(folder),
+            "tree": {**tree.summary(), "ids": "balanced"},
             "exclude_seen": cfg.excludes_seen(), "results": results}
 
 
@@ -133,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sasrec-run", required=True, type=Path,
                         help="a `seater train sasrec` run folder (its fit is the teacher)")
     parser.add_argument("-k", type=int, default=16, help="the tree's arity (SEATER's -k)")
+    parser.add_argument("--seater-run", type=Path, action="append", default=[],
+                        help="a trained SEATER run on the same data and split (repeatable)")
     parser.add_argument("--beams", type=int, nargs="+", default=list(BEAMS))
     parser.add_argument("--split", choices=("valid", "test"), default="test")
-    parser.add_argument("--max-users", type=int, default=0, help="0: every user")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None,
                         help="default reports/quality/tree_oracle_<dataset>.json")
@@ -144,18 +225,22 @@ def main(argv: list[str] | None = None) -> int:
             args.sasrec_run / "fit" / "model.pt").is_file():
         parser.error(f"{args.sasrec_run} is not a finished SASRec run folder (config.json and "
                      "fit/model.pt): train one with `seater train sasrec` first")
+    for run in args.seater_run:
+        if not (run / "model.pt").is_file() or not (run / "tree.npz").is_file():
+            parser.error(f"{run} is not a finished SEATER run folder (model.pt and tree.npz)")
     report = provenance("benchmarks.tree_oracle", sys.argv[1:] if argv is None else argv)
     with pinned_threads(args.threads) as pinned:
         report.update(measure(args.sasrec_run, args.k, tuple(args.beams), args.split,
-                              args.max_users, progress=sys.stderr.isatty()))
+                              args.seater_run, progress=sys.stderr.isatty()))
     report["threads"] = pinned
     closing_load(report)
     out = args.out or ROOT / "reports" / "quality" / f"tree_oracle_{report['dataset']}.json"
     write_report(report, out)
     for name, row in report["results"].items():
         m, share = row["metrics"], row["share_of_exhaustive"]
-        print(f"{name:>10}: " + ", ".join(f"{c} {m[c]:.4f} ({share[c]:.1%})"
-                                          for c in ("recall@10", "ndcg@10", "recall@50")))
+        went = ", ".join(f"{key} {v:.1%}" for key, v in row.get("where_targets_went", {}).items())
+        print(f"{name}: " + ", ".join(f"{c} {m[c]:.4f} ({share[c]:.1%})" for c in (
+            "recall@10", "ndcg@10", "recall@50")) + (f"\n    targets: {went}" if went else ""))
     return 0
 
 

@@ -35,7 +35,7 @@ def evaluate_beams(run_dir: Path, beams: list[int], split_name: str = "test",
         torch.set_num_threads(threads)
     model, tree, cfg, _ = load_run(run_dir)
     data = load_dataset(cfg.dataset, cfg.data)
-    split = make_split(data, cfg.protocol, seed=cfg.train.seed, refit=cfg.refit)
+    split = make_split(data, cfg.protocol, seed=cfg.split_seed, refit=cfg.refit)
     evalset = getattr(split, split_name)
     entries = []
     # the run's model.pt is the refit model when the run refit: name it so

@@ -50,6 +50,11 @@ class RunSettings:
     name: str = ""
     reports_dir: str = ""  # also write results into <reports_dir>/quality/ (benchmarks do)
     preset: str = "default"
+    # the `seater` protocol's user split. Not the training seed: seeds of one configuration
+    # then differ in the model only, on the same test users, and a SEATER built on (or
+    # distilled from) a SASRec of the same split never meets that SASRec's training users
+    # among its test users
+    split_seed: int = 0
     data: DataOptions = field(default_factory=DataOptions)
 
     def excludes_seen(self) -> bool:
@@ -140,6 +145,7 @@ def fit_and_test(
     resume: bool,
     extra_state: dict[str, Any],
     on_fit: Callable[[Task], None] | None = None,
+    split_seed: int = 0,
 ) -> Outcome:
     """``build_task(train_sequences, stage)`` must return a fresh, seeded model's task for
     ``stage`` ("fit", then "refit" when there is one).
@@ -148,7 +154,7 @@ def fit_and_test(
     embeddings, which saw no validation targets).
     """
     commit = git_commit()
-    split = make_split(data, protocol, seed=cfg.seed)
+    split = make_split(data, protocol, seed=split_seed)
     seed_everything(cfg.seed)
     task = build_task(split.train, "fit")
     fit = train(task, split.valid, cfg, run_dir / "fit", resume=resume,
@@ -162,7 +168,7 @@ def fit_and_test(
         on_fit(task)
     if refit:
         # Same seed and epoch count as the early-stopped fit, one more item per user.
-        out.refit_split = make_split(data, protocol, seed=cfg.seed, refit=True)
+        out.refit_split = make_split(data, protocol, seed=split_seed, refit=True)
         seed_everything(cfg.seed)
         out.task = build_task(out.refit_split.train, "refit")
         out.refit = train(out.task, out.refit_split.valid, cfg, run_dir / "refit",

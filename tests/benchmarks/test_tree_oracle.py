@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from benchmarks.tree_oracle import FoldedTeacher
@@ -61,3 +62,23 @@ def test_a_beam_as_wide_as_the_catalogue_ranks_exactly_like_the_softmax():
     narrow = FoldedTeacher(sasrec, tree, beam=3).recommend(histories, 10, seen)
     assert (narrow[:, 3:] == -1).all() and (narrow[:, :3] >= 0).all()
     assert not (narrow[:, :, None] == excluded[:, None, :]).any()
+
+
+def test_each_target_is_traced_to_the_depth_it_left_the_beam_at():
+    from benchmarks.tree_oracle import traced_evaluate
+    from training.protocols import EvalSet
+
+    tree, _ = from_codes(np.array([[0, 0], [0, 1], [1, 0], [1, 1]]), k=2)
+    probs = np.array([[0.30, 0.25, 0.40, 0.05]] * 4)
+    oracle = FoldedTeacher(TableSASRec(probs), tree, beam=1)
+    # three users with the same history; targets: item 0 (found first), item 1 (its
+    # subtree kept, the leaf not in the top 1), item 2 (its subtree dropped at depth 1)
+    evalset = EvalSet(np.arange(3), Sequences.from_lists([[3], [3], [3]]),
+                      Sequences.from_lists([[0], [1], [2]]))
+    out = traced_evaluate(lambda h, n, x, step: oracle.search(h, n, x, step), tree, evalset,
+                          n=1, exclude_seen=False)
+    assert out["where_targets_went"] == {"lost_at_depth_1": round(1 / 3, 4),
+                                         "lost_at_depth_2": round(1 / 3, 4),
+                                         "found_in_top10": round(1 / 3, 4),
+                                         "found_below_top10": 0.0}
+    assert out["metrics"]["recall@5"] == pytest.approx(1 / 3)

@@ -83,11 +83,35 @@ def sasrec_embeddings(cfg: SeaterRun, data: InteractionData) -> tuple[np.ndarray
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --sasrec-run must be a folder written by "
                                 "`seater train sasrec` (it has fit/item_emb.npy)")
+    conf = folder / "config.json"
+    if conf.is_file():
+        check_same_split(cfg, folder, json.loads(conf.read_text()))
     emb = np.load(path)
     if emb.shape[0] != data.n_items:
         raise ValueError(f"{path} has {emb.shape[0]} rows but {data.name} has "
                          f"{data.n_items} items: that SASRec run was trained on other data")
     return emb, folder
+
+
+def split_of(conf: dict[str, Any]) -> tuple[str, int]:
+    """A saved run config's protocol and split seed (runs from before ``split_seed`` split
+    the `seater` protocol's users by their training seed)."""
+    seed = conf.get("split_seed", conf.get("train", {}).get("seed", 0))
+    return conf.get("protocol", "loo"), int(seed) if conf.get("protocol") == "seater" else 0
+
+
+def check_same_split(cfg: SeaterRun, folder: Path, conf: dict[str, Any]) -> None:
+    """SEATER's tree, initialisation and teacher come from the SASRec, so the SASRec must
+    not have trained on SEATER's test users: same protocol, and under `seater` the same
+    user split. Raises ConfigError before any training otherwise."""
+    theirs, mine = split_of(conf), split_of(asdict(cfg))
+    if theirs != mine:
+        raise ConfigError(
+            f"{folder} was trained under protocol {theirs[0]} with split seed {theirs[1]}, "
+            f"this run evaluates under {mine[0]} with split seed {mine[1]}: that SASRec trained "
+            "on users this run tests on, so its embeddings, tree and weights would carry their "
+            "held-out items. Pick a SASRec run of the same protocol and split (`--set "
+            "split_seed=N` selects the split; training seeds leave it alone) or train one")
 
 
 def best_sasrec_run(cfg: SeaterRun, data: InteractionData) -> Path | None:
@@ -108,7 +132,7 @@ def best_sasrec_run(cfg: SeaterRun, data: InteractionData) -> Path | None:
                      else fit.get("dataset") == data.name
                      and np.load(folder / "fit" / "item_emb.npy", mmap_mode="r").shape[0]
                      == data.n_items)
-        if (not same_data or conf.get("protocol") != cfg.protocol
+        if (not same_data or split_of(conf) != split_of(asdict(cfg))
                 or conf.get("model", {}).get("d_model") != cfg.model.d_model):
             continue
         score = fit.get("metrics", {}).get("valid", {}).get(cfg.train.metric)
@@ -128,7 +152,7 @@ def train_sasrec_for(cfg: SeaterRun, data: InteractionData) -> Path:
     m, t = cfg.model, cfg.train
     sasrec = SASRecRun(
         dataset=cfg.dataset, protocol=cfg.protocol, out_dir=cfg.out_dir, data=cfg.data,
-        reports_dir=cfg.reports_dir,
+        reports_dir=cfg.reports_dir, split_seed=cfg.split_seed,
         model=replace(SASRecParams(), d_model=m.d_model, max_len=m.max_len,
                       n_layers=m.enc_layers, n_heads=m.enc_heads, ff_mult=m.enc_ff_mult),
         train=replace(TrainConfig(), seed=t.seed, progress=t.progress, device=t.device,
@@ -159,6 +183,8 @@ def sasrec_command(run: SASRecRun) -> str:
             args += [flag, value]
     if p.ff_mult != SASRecParams.ff_mult:
         args += ["--set", f"model.ff_mult={p.ff_mult}"]
+    if run.split_seed:
+        args += ["--set", f"split_seed={run.split_seed}"]
     for key in ("threads", "max_batches", "max_eval_users", "final_eval_users"):
         if getattr(t, key):
             args += ["--set", f"train.{key}={getattr(t, key)}"]
@@ -338,7 +364,7 @@ def run_seater(cfg: SeaterRun, resume: bool = True, data: InteractionData | None
                           beam_size=cfg.beam_size, teacher=teacher)
 
     out = fit_and_test(build, data, cfg.protocol, cfg.train, run_dir, cfg.refit,
-                       cfg.excludes_seen(), resume, extra)
+                       cfg.excludes_seen(), resume, extra, split_seed=cfg.split_seed)
     entries = report_entries(
         out, "seater", variant_name(cfg), data, cfg.excludes_seen(), cfg.model.max_len,
         asdict(cfg), run_dir, run.device,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -202,7 +202,10 @@ class SeaterTask:
 
     @torch.no_grad()
     def search(self, histories: Sequences, n: int, exclude: Sequences | None,
-               beam_size: int | None = None):
+               beam_size: int | None = None,
+               on_step: Callable[[np.ndarray], None] | None = None):
+        """``on_step(prefix)`` sees the beam before each step's scoring (diagnostics:
+        which depth a target's path leaves the beam at, benchmarks/tree_oracle.py)."""
         model = self.model
         model.eval()
         beam = beam_size or self.beam_size
@@ -211,6 +214,8 @@ class SeaterTask:
         children = self.children
 
         def scorer(prefix: np.ndarray) -> np.ndarray:
+            if on_step is not None:
+                on_step(prefix)
             p = torch.from_numpy(prefix).to(self.device)
             return model.step(p, mem_k, mem_v, bias, children).float().cpu().numpy()
 
