@@ -246,6 +246,31 @@ def paired_arms(runs: list[dict[str, Any]], view: View = LOO) -> list[str]:
     return lines
 
 
+def oracle_lines(dataset: str, view: View = LOO) -> list[str]:
+    """What ``benchmarks.tree_oracle`` found for this dataset and protocol, if it ran: the
+    share of the SASRec's exhaustive metrics that an ideal decoder keeps through the tree
+    at beam 50 (SEATER's), and trained SEATER runs beside it, with where each one's test
+    targets left the beam."""
+    path = REPORTS / "quality" / f"tree_oracle_{dataset}.json"
+    if not path.is_file():
+        return []
+    report = json.loads(path.read_text())
+    if report.get("protocol") != view.protocol:
+        return []
+    lines = []
+    for name, row in report["results"].items():
+        if not (name == "oracle_beam50" or name.startswith("seater_")):  # SEATER's beam
+            continue
+        kept = ", ".join(f"{m} {row['metrics'][m]:.4f} ({row['share_of_exhaustive'][m]:.1%})"
+                         for m in view.compared)
+        went = "; ".join(f"{k.replace('_', ' ')} {v:.1%}"
+                         for k, v in row.get("where_targets_went", {}).items())
+        lines.append(f"- Tree oracle ({path.name}), {name.replace('_', ' ')}: {kept} of "
+                     f"{Path(report['sasrec_run']).name}'s exhaustive ranking"
+                     + (f"; test targets: {went}" if went else "") + ".")
+    return lines
+
+
 def findings(runs: list[dict[str, Any]], dataset: str, view: View = LOO) -> str:
     """The gaps the issue asks the report to state, computed from the rows above."""
     cmp = view.compared
@@ -267,6 +292,7 @@ def findings(runs: list[dict[str, Any]], dataset: str, view: View = LOO) -> str:
                 for m, gap in zip(cmp, _gaps(a, b, cmp), strict=True)) + ".")
     lines += seed_means(runs, by, view)
     lines += paired_arms(runs, view)
+    lines += oracle_lines(dataset, view)
     ref = TIGER.get(dataset) if view is LOO else None
     main = by.get("SEATER balanced (refit)") or by.get("SEATER balanced")
     if ref and main:

@@ -181,3 +181,28 @@ def test_the_seater_protocol_is_compared_at_hr_recall_and_ndcg_at_20_and_50():
     assert "TIGER" not in text + table(runs, "yelp", view)  # TIGER's figures are loo
     assert "| hr@20 | recall@20 | ndcg@20 | hr@50 | recall@50 | ndcg@50 |" in table(
         runs, "yelp", view)
+
+
+def test_the_tree_oracle_is_summarised_for_its_protocol(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import ablations
+
+    (tmp_path / "quality").mkdir()
+    report = {"protocol": "loo", "sasrec_run": "runs/beauty/sasrec-tuned", "results": {
+        "exhaustive": {"metrics": {"recall@10": 0.09, "ndcg@10": 0.05},
+                       "share_of_exhaustive": {"recall@10": 1.0, "ndcg@10": 1.0}},
+        "oracle_beam10": {"metrics": {"recall@10": 0.08, "ndcg@10": 0.05},
+                          "share_of_exhaustive": {"recall@10": 0.889, "ndcg@10": 1.0}},
+        "oracle_beam50": {"metrics": {"recall@10": 0.09, "ndcg@10": 0.05},
+                          "share_of_exhaustive": {"recall@10": 1.0, "ndcg@10": 1.0},
+                          "where_targets_went": {"lost_at_depth_1": 0.25,
+                                                 "found_in_top10": 0.75}}}}
+    (tmp_path / "quality" / "tree_oracle_beauty.json").write_text(json.dumps(report))
+    monkeypatch.setattr(ablations, "REPORTS", tmp_path)
+    (line,) = ablations.oracle_lines("beauty")
+    assert line == ("- Tree oracle (tree_oracle_beauty.json), oracle beam50: recall@10 0.0900 "
+                    "(100.0%), ndcg@10 0.0500 (100.0%) of sasrec-tuned's exhaustive ranking; "
+                    "test targets: lost at depth 1 25.0%; found in top10 75.0%.")
+    assert ablations.oracle_lines("beauty", ablations.VIEWS["seater"]) == []
+    assert ablations.oracle_lines("sports") == []
