@@ -36,13 +36,11 @@ import torch
 
 from benchmarks.common import closing_load, pinned_threads, provenance, write_report
 from indexer import IdTree, SearchResult, beam_search
-from training.checkpoint import load_checkpoint
 from training.data import Sequences, load_dataset
 from training.evaluate import evaluate
 from training.metrics import DEFAULT_KS, compute_metrics, topk_indices
 from training.protocols import EvalSet, make_split
-from training.sasrec.model import SASRec
-from training.seater.distill import _run_config, teacher_checkpoint
+from training.seater.distill import TreeTeacher, load_teacher, sasrec_run_config
 from training.seater.pipeline import TreeParams, load_run, make_tree, split_of
 from training.seater.task import SeaterTask
 
@@ -58,20 +56,18 @@ class FoldedTeacher:
     probability: the beam ranks prefixes by exactly what an ideal decoder would.
     """
 
-    def __init__(self, sasrec: SASRec, tree: IdTree, beam: int) -> None:
-        self.sasrec = sasrec.eval()
+    def __init__(self, teacher: TreeTeacher, tree: IdTree, beam: int) -> None:
+        self.teacher = teacher
         self.tree = tree
         self.beam = beam
 
-    @torch.no_grad()
     def probs(self, histories: Sequences, exclude: Sequences | None) -> np.ndarray:
-        """Next-item probabilities, float64, zero on excluded items. Shape: [B, n_items]."""
-        seq = histories.tail(self.sasrec.p.max_len).to_padded(pad=self.sasrec.pad_id)
-        scores = self.sasrec.scores(torch.from_numpy(seq)).double()
+        """Next-item probabilities renormalised over the items not excluded, float64.
+        Shape: [B, n_items]."""
+        probs = self.teacher.item_probs(histories).double().cpu().numpy()
         if exclude is not None and exclude.values.size:
-            scores[torch.from_numpy(exclude.row_ids()), torch.from_numpy(exclude.values)] = (
-                float("-inf"))
-        return torch.softmax(scores, dim=-1).numpy()
+            probs[exclude.row_ids(), exclude.values] = 0.0
+        return probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-300)
 
     def recommend(self, histories: Sequences, k: int, exclude: Sequences | None) -> np.ndarray:
         if not self.beam:
@@ -156,29 +152,21 @@ def traced_evaluate(search: Search, tree: IdTree, evalset: EvalSet, n: int,
                 "found_below_top10": round(found_rest / total, 4)}}
 
 
-def load_sasrec(folder: Path, n_items: int) -> SASRec:
-    """The run's fit (the weights SEATER's fit is built from and distilled from)."""
-    cfg = _run_config(folder)
-    model = SASRec(n_items, cfg.model)
-    model.load_state_dict(load_checkpoint(teacher_checkpoint(folder, "fit", cfg))["model"])
-    return model
-
-
 def measure(folder: Path, k: int, beams: tuple[int, ...], split: str,
             seater_runs: list[Path], progress: bool) -> dict[str, Any]:
-    cfg = _run_config(folder)
+    cfg = sasrec_run_config(folder)
     data = load_dataset(cfg.dataset, cfg.data)
     emb = np.load(folder / "fit" / "item_emb.npy")
     tree, _ = make_tree(TreeParams(k=k), emb, data.n_items)
-    sasrec = load_sasrec(folder, data.n_items)
+    teacher = load_teacher(folder, tree, temperature=1.0, device=torch.device("cpu"))
     parts = make_split(data, cfg.protocol, seed=cfg.split_seed)
     evalset, n = getattr(parts, split), max(DEFAULT_KS)
-    res = evaluate(FoldedTeacher(sasrec, tree, 0), evalset, exclude_seen=cfg.excludes_seen(),
+    res = evaluate(FoldedTeacher(teacher, tree, 0), evalset, exclude_seen=cfg.excludes_seen(),
                    seed=cfg.train.seed, progress=progress, desc="exhaustive")
     results: dict[str, dict[str, Any]] = {"exhaustive": {"metrics": res.metrics,
                                                          "users": res.n_users}}
     for beam in beams:
-        oracle = FoldedTeacher(sasrec, tree, beam)
+        oracle = FoldedTeacher(teacher, tree, beam)
         results[f"oracle_beam{beam}"] = traced_evaluate(
             lambda h, m, x, step, oracle=oracle: oracle.search(h, m, x, step), tree, evalset,
             min(n, beam), cfg.excludes_seen())

@@ -83,7 +83,8 @@ def distillation_loss(logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
     return per_level.sum(1).mean()
 
 
-def _run_config(sasrec_folder: Path) -> SASRecRun:
+def sasrec_run_config(sasrec_folder: Path) -> SASRecRun:
+    """The saved settings of a ``seater train sasrec`` run folder."""
     conf = Path(sasrec_folder) / "config.json"
     return from_saved(SASRecRun, json.loads(conf.read_text()), str(conf))
 
@@ -99,7 +100,7 @@ def teacher_checkpoint(sasrec_folder: Path, stage: str, cfg: SASRecRun | None = 
     folder = Path(sasrec_folder)
     if stage == "fit":
         return folder / "fit" / "model.pt"
-    if not (cfg or _run_config(folder)).refit:
+    if not (cfg or sasrec_run_config(folder)).refit:
         raise ConfigError(
             f"--refit with losses.lambda_distill > 0 distils the SASRec's refit, but {folder} "
             "was trained without --refit: retrain it with --refit, or drop --refit here")
@@ -110,7 +111,7 @@ def load_teacher(sasrec_folder: Path, tree: IdTree, temperature: float,
                  device: torch.device, stage: str = "fit") -> TreeTeacher:
     """A SASRec run's fit or refit (``teacher_checkpoint``) as a teacher (``weights_only``
     read)."""
-    cfg = _run_config(sasrec_folder)
+    cfg = sasrec_run_config(sasrec_folder)
     with torch.random.fork_rng(devices=[]):  # built after seeding: leave the stream as is
         model = SASRec(tree.n_items, cfg.model)
     checkpoint = teacher_checkpoint(sasrec_folder, stage, cfg)
