@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from benchmarks.common import ROOT, closing_load, pinned_threads, provenance, write_report
 from service.model.bundle import BundleError
@@ -73,8 +72,7 @@ def compare(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
     users = np.sort(rng.choice(len(test), min(args.users, len(test)),
                                replace=False))
-    task = SeaterTask(model, tree, split.train, torch.device("cpu"), cfg.losses,
-                      beam_size=args.beam)
+    task = SeaterTask.for_search(model, tree, args.beam)
     engine = load_engine(args.bundle, Settings(redis_url=None))
 
     same = overlap = 0

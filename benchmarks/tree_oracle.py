@@ -176,8 +176,7 @@ def measure(folder: Path, k: int, beams: tuple[int, ...], split: str,
             raise SystemExit(f"{run} was trained on {own.dataset} under {split_of(asdict(own))}, "
                              f"the SASRec on {cfg.dataset} under {split_of(asdict(cfg))}: "
                              "compare runs of one dataset and split")
-        task = SeaterTask(model, own_tree, parts.train, torch.device("cpu"), own.losses,
-                          beam_size=own.beam_size)
+        task = SeaterTask.for_search(model, own_tree, own.beam_size)
         results[f"seater_{run.name}"] = {
             **traced_evaluate(lambda h, m, x, step, task=task: task.search(h, m, x,
                                                                            on_step=step),

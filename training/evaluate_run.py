@@ -41,8 +41,7 @@ def evaluate_beams(run_dir: Path, beams: list[int], split_name: str = "test",
     # the run's model.pt is the refit model when the run refit: name it so
     variant = variant_name(cfg) + ("-refit" if cfg.refit else "")
     for beam in beams:
-        task = SeaterTask(model, tree, split.train, torch.device("cpu"), cfg.losses,
-                          beam_size=beam)
+        task = SeaterTask.for_search(model, tree, beam)
         start = time.perf_counter()
         res = evaluate(task, evalset, ks=(5, 10, 20, 50), batch_size=batch_size,
                        exclude_seen=cfg.excludes_seen(), max_users=max_users,

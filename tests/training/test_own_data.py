@@ -301,6 +301,21 @@ def test_evaluate_from_another_folder_finds_a_relatively_named_dataset(log_csv, 
     assert res.stdout.startswith("beam 10: test recall@10")
 
 
+def test_a_distilled_run_is_evaluated_without_its_teacher(runs, log_csv, tmp_path):
+    """Searching needs no teacher: `seater evaluate` used to rebuild the training losses
+    and refuse a distilled run for want of one."""
+    res = invoke("train", "seater", "-d", str(log_csv), *COLS,
+                 "--d-model", "16", "--max-len", "8", "--epochs", "1", "--batch-size", "64",
+                 "-k", "4", "--threads", "1", "--set", "train.progress=false",
+                 "--sasrec-run", str(runs / "sasrec-loo"), "--set", "losses.lambda_distill=1",
+                 "--name", "distilled", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    res = invoke("evaluate", "--run", str(tmp_path / "log" / "distilled"), "--beam", "10",
+                 "--max-users", "20")
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("beam 10: test recall@10")
+
+
 def test_help_shows_the_defaults_the_configs_really_have():
     """Every ``(default: X)`` typed into a training flag's help is the dataclass default."""
     import re

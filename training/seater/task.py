@@ -97,6 +97,14 @@ class SeaterTask:
         self._soft: torch.Tensor | None = None  # teacher targets per example, filled as seen
         self._soft_known = np.zeros(0, bool)
 
+    @classmethod
+    def for_search(cls, model: Seater, tree: IdTree, beam_size: int,
+                   device: torch.device | None = None) -> SeaterTask:
+        """A task that only searches (evaluation, parity checks, diagnostics): no training
+        examples and no losses, so a distilled run is searched without its teacher."""
+        return cls(model, tree, Sequences.from_lists([]), device or torch.device("cpu"),
+                   LossConfig(), beam_size=beam_size)
+
     # ------------------------------------------------------------------ batches
     def n_batches(self, batch_size: int) -> int:
         return -(-self.ex_row.size // batch_size)
