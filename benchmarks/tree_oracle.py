@@ -36,12 +36,13 @@ import torch
 
 from benchmarks.common import closing_load, pinned_threads, provenance, write_report
 from indexer import IdTree, SearchResult, beam_search
+from training.config import ConfigError
 from training.data import Sequences, load_dataset
 from training.evaluate import evaluate
 from training.metrics import DEFAULT_KS, compute_metrics, topk_indices
 from training.protocols import EvalSet, make_split
 from training.seater.distill import TreeTeacher, load_teacher, sasrec_run_config
-from training.seater.pipeline import TreeParams, load_run, make_tree, split_of
+from training.seater.pipeline import TreeParams, check_same_split, load_run, make_tree
 from training.seater.task import SeaterTask
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,16 +167,18 @@ def measure(folder: Path, k: int, beams: tuple[int, ...], split: str,
     results: dict[str, dict[str, Any]] = {"exhaustive": {"metrics": res.metrics,
                                                          "users": res.n_users}}
     for beam in beams:
-        oracle = FoldedTeacher(teacher, tree, beam)
         results[f"oracle_beam{beam}"] = traced_evaluate(
-            lambda h, m, x, step, oracle=oracle: oracle.search(h, m, x, step), tree, evalset,
-            min(n, beam), cfg.excludes_seen())
+            FoldedTeacher(teacher, tree, beam).search, tree, evalset, min(n, beam),
+            cfg.excludes_seen())
     for run in seater_runs:
         model, own_tree, own, _ = load_run(run)
-        if split_of(asdict(own)) != split_of(asdict(cfg)) or own.dataset != cfg.dataset:
-            raise SystemExit(f"{run} was trained on {own.dataset} under {split_of(asdict(own))}, "
-                             f"the SASRec on {cfg.dataset} under {split_of(asdict(cfg))}: "
-                             "compare runs of one dataset and split")
+        if own.dataset != cfg.dataset:
+            raise SystemExit(f"{run} was trained on {own.dataset}, the SASRec on {cfg.dataset}: "
+                             "compare runs of one dataset")
+        try:  # its test users must be the SASRec's, as for a SEATER built on it
+            check_same_split(own, folder, asdict(cfg))
+        except ConfigError as e:
+            raise SystemExit(f"{run}: {e}") from None
         task = SeaterTask.for_search(model, own_tree, own.beam_size)
         results[f"seater_{run.name}"] = {
             **traced_evaluate(lambda h, m, x, step, task=task: task.search(h, m, x,
