@@ -30,6 +30,12 @@ RECTOOLS = ["--set", "model.init=xavier", "--set", "model.item_dropout=0.2", "--
             "model.mask_padded_keys=false", "--set", "train.adam_beta2=0.98"]
 ABLATION_EPOCHS = 4
 
+
+def top_flags(tag: str) -> list[str]:
+    """``-top<m>`` in an experiment's name: distil the teacher's m top items' paths too."""
+    return ["--set", f"losses.distill_top={tag.removeprefix('-top')}"] if tag else []
+
+
 EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
     # --- SASRec baselines (loo with and without refit, both written by one run)
     "sasrec-beauty": ("baselines", [*SASREC, "-d", "beauty", "-p", "loo"]),
@@ -89,13 +95,16 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
     # --- distillation from the tuned SASRec (training/seater/distill.py): its next-item
     # softmax folded onto the tree as soft child targets beside the hard path; fit only
     # (compare with the seater-<ds>-tuned-s* fit rows), and with --refit, where the
-    # SASRec's refit teaches SEATER's (the SASRec run must have been trained with --refit)
-    **{f"seater-{dataset}-tuned-distill{w}{tag}-s{seed}": ("distill", [
+    # SASRec's refit teaches SEATER's (the SASRec run must have been trained with --refit).
+    # `-top<m>`: the teacher's m most likely other items distilled along their paths too
+    # (losses.distill_top), the nodes the beam ranks that the target's path never shows
+    **{f"seater-{dataset}-tuned-distill{w}{top}{tag}-s{seed}": ("distill", [
         *SEATER, "-d", dataset, "-p", "loo", *refit, "--sasrec-run",
         f"runs/{dataset}/sasrec-loo-rectools-batch4096", "--set", f"losses.lambda_distill={w}",
-        "--seed", str(seed), "--name", f"seater-loo-tuned-distill{w}{tag}-s{seed}"])
-       for dataset in ("beauty", "sports") for w in (1,) for seed in (0, 1, 2)
-       for tag, refit in (("", []), ("-refit", ["--refit"]))},
+        *top_flags(top), "--seed", str(seed),
+        "--name", f"seater-loo-tuned-distill{w}{top}{tag}-s{seed}"])
+       for dataset in ("beauty", "sports") for w in (1,) for top in ("", "-top4")
+       for seed in (0, 1, 2) for tag, refit in (("", []), ("-refit", ["--refit"]))},
     # --- Yelp under the seater protocol (no refit in it): SEATER on the tuned SASRec
     # (sasrec-yelp-seater-tuned first; its input conventions are adopted without flags),
     # plain and distilled, three seeds each, all on the SASRec's user split (split_seed 0)
@@ -104,7 +113,9 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
         *flags,
         "--seed", str(seed), "--name", f"seater-seater-tuned{tag}-s{seed}"])
        for seed in (0, 1, 2)
-       for tag, flags in (("", []), ("-distill1", ["--set", "losses.lambda_distill=1"]))},
+       for tag, flags in (("", []), ("-distill1", ["--set", "losses.lambda_distill=1"]),
+                          ("-distill1-top4", ["--set", "losses.lambda_distill=1",
+                                              *top_flags("-top4")]))},
     # --- the authors' configuration (docs/seater_reference.md), beside the default preset
     "seater-beauty-reference": ("reference", [*SEATER, "-d", "beauty", "-p", "loo", "--refit",
                                               "--preset", "reference",

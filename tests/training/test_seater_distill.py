@@ -146,8 +146,9 @@ def test_loading_a_teacher_leaves_the_random_stream_alone(tree, tmp_path):
     assert torch.equal(torch.rand(3), want)
 
 
+@pytest.mark.parametrize("top", [0, 2])
 def test_soft_targets_are_computed_once_per_example_and_equal_fresh_ones(tree, teacher,
-                                                                         monkeypatch):
+                                                                         monkeypatch, top):
     from training.seater import task as task_module
 
     train = Sequences.from_lists([[0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 1], [2, 4, 6, 8]])
@@ -156,23 +157,62 @@ def test_soft_targets_are_computed_once_per_example_and_equal_fresh_ones(tree, t
     monkeypatch.setattr(teacher, "item_probs", lambda h: calls.append(len(h)) or original(h))
     model = Seater(tree.n_nodes, tree.max_depth, tree.root,
                    SeaterParams(d_model=8, max_len=6, n_heads=2, dropout=0.0))
-    task = SeaterTask(model, tree, train, torch.device("cpu"), LossConfig(lambda_distill=1.0),
-                      teacher=teacher)
+    losses = LossConfig(lambda_distill=1.0, distill_top=top)
+    task = SeaterTask(model, tree, train, torch.device("cpu"), losses, teacher=teacher)
     n = task.ex_row.size
     rng = np.random.default_rng(0)
     for _ in range(3):  # three epochs, batches of 4 in a new order each time
         for batch in task.batches(rng, 4):
-            got = task.soft_targets(batch.idx, train.take(task.ex_row[batch.idx]).head(
-                task.ex_pos[batch.idx]), task.ex_target[batch.idx])
             hist = train.take(task.ex_row[batch.idx]).head(task.ex_pos[batch.idx])
-            fresh = teacher.child_targets(original(hist), task.ex_target[batch.idx])
-            torch.testing.assert_close(got, fresh)
+            items, got = task.soft_targets(batch.idx, hist, task.ex_target[batch.idx])
+            assert items.shape == (len(batch.idx), 1 + top) and got.shape[1] == 1 + top
+            assert np.array_equal(items[:, 0], task.ex_target[batch.idx])
+            probs = original(hist)
+            for r in range(1 + top):
+                fresh = teacher.child_targets(probs, items[:, r])
+                torch.testing.assert_close(got[:, r], fresh)
     assert sum(calls) == n  # each example's teacher pass ran once, in the first epoch
     monkeypatch.setattr(task_module, "SOFT_CACHE_BYTES", 0)  # too big to keep: recomputed
     calls.clear()
-    fresh_task = SeaterTask(model, tree, train, torch.device("cpu"),
-                            LossConfig(lambda_distill=1.0), teacher=teacher)
+    fresh_task = SeaterTask(model, tree, train, torch.device("cpu"), losses, teacher=teacher)
     for _ in range(2):
         for batch in fresh_task.batches(rng, 4):
             fresh_task.loss(batch)
     assert sum(calls) == 2 * n
+
+
+def test_top_items_are_the_teachers_most_likely_unseen_others(teacher):
+    probs = torch.tensor([[0.30, 0.05, 0.20, 0.01, 0.10, 0.02, 0.12, 0.03, 0.07, 0.06, 0.04],
+                          [0.01, 0.40, 0.02, 0.25, 0.03, 0.04, 0.05, 0.06, 0.07, 0.03, 0.04]])
+    hist = Sequences.from_lists([[2, 9], [3]])  # seen items are never recommended
+    targets = np.array([0, 7])
+    got = teacher.top_items(probs, hist, targets, 3)
+    assert got.tolist() == [[6, 4, 8], [1, 8, 6]]
+
+
+def test_the_teachers_top_paths_are_decoded_and_distilled_at_the_paths_weight(tree, teacher):
+    train = Sequences.from_lists([[0, 1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 1]])
+    model = Seater(tree.n_nodes, tree.max_depth, tree.root,
+                   SeaterParams(d_model=8, max_len=6, n_heads=2, dropout=0.0))
+    losses = LossConfig(lambda_distill=0.5, distill_top=2)
+    task = SeaterTask(model, tree, train, torch.device("cpu"), losses, teacher=teacher)
+    batch = next(task.batches(np.random.default_rng(0), 8))
+    total, logs = task.loss(batch)
+    want = (logs["gen"] + 0.05 * logs["align"] + 0.05 * logs["rank"]
+            + 0.5 * (logs["distill"] + logs["distill_top"]))
+    assert total.item() == pytest.approx(want, rel=1e-5)
+    # by hand: each top item's path decoded alone, its loss against the teacher's targets
+    idx = batch.idx
+    hist = train.take(task.ex_row[idx]).head(task.ex_pos[idx])
+    items, soft = task.soft_targets(idx, hist, task.ex_target[idx])
+    history = torch.from_numpy(task.history_tokens(hist))
+    per_row = []
+    for r in (1, 2):
+        paths = torch.from_numpy(task.paths[items[:, r]])[:, None]  # (B, 1, L)
+        logits, _, _ = model(history, paths, task.children)
+        per_row.append(distillation_loss(logits[:, 0], soft[:, r]).item())
+    assert logs["distill_top"] == pytest.approx(np.mean(per_row), rel=1e-5)
+    # the ranking loss still sees only the target and its negatives
+    plain = SeaterTask(model, tree, train, torch.device("cpu"),
+                       LossConfig(lambda_distill=0.5), teacher=teacher)
+    assert plain.loss(batch)[1]["rank"] == pytest.approx(logs["rank"], rel=1e-5)

@@ -74,13 +74,30 @@ class TreeTeacher:
         return torch.where(total > 0, mass / total.clamp(min=1e-30), torch.zeros_like(mass))
 
 
+    @torch.no_grad()
+    def top_items(self, probs: torch.Tensor, histories: Sequences, targets: np.ndarray,
+                  m: int) -> np.ndarray:
+        """The teacher's ``m`` most likely next items other than the target and the items
+        already in the history (which the search excludes): the leaves a beam that follows
+        the teacher ends in. Shape: probs [B, n_items], targets [B] -> int64 [B, m]."""
+        masked = probs.clone()
+        rows = np.repeat(np.arange(len(histories)), histories.lengths)
+        dev = probs.device
+        masked[torch.from_numpy(rows).to(dev),
+               torch.from_numpy(histories.values.astype(np.int64)).to(dev)] = -1
+        masked[torch.arange(len(targets), device=dev),
+               torch.from_numpy(targets.astype(np.int64)).to(dev)] = -1
+        return masked.topk(m, dim=1).indices.cpu().numpy().astype(np.int64)
+
+
 def distillation_loss(logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the decoder's child distributions against the teacher's, summed
-    over the path's levels and averaged over examples (the ``levels`` reduction of the
-    generation loss, so the weight compares with it). Shape: logits, soft [B, L, k]."""
+    over the path's levels and averaged over everything before them (examples, and rows
+    where there are several): the ``levels`` reduction of the generation loss, so the
+    weight compares with it. Shape: logits, soft [..., L, k]."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     per_level = -(soft * torch.where(soft > 0, logp, torch.zeros_like(logp))).sum(-1)
-    return per_level.sum(1).mean()
+    return per_level.sum(-1).mean()
 
 
 def sasrec_run_config(sasrec_folder: Path) -> SASRecRun:

@@ -366,12 +366,13 @@ class Seater(nn.Module):
     # ----------------------------------------------------------------- training
     def forward(self, history: torch.Tensor, paths: torch.Tensor, children: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Teacher-forced pass over the positive path (row 0) and ranking negatives.
+        """Teacher-forced pass over the positive path (row 0) and other rows (ranking
+        negatives, distilled paths).
 
         Shape: history [B, T]; paths int64 [B, W, L] node paths below the root (-1 padded);
         children [n_nodes, k].
-        Returns child logits of row 0 [B, L, k] and the ranking score's inputs: pooled
-        encoder states z_x [B, d] and pooled decoder states of every row z_y [B, W, d].
+        Returns child logits of every row [B, W, L, k] and the ranking score's inputs:
+        pooled encoder states z_x [B, d] and pooled decoder states of every row z_y [B, W, d].
         """
         states, real = self.encode(history)
         mem_k, mem_v, bias = self.memory(states, real)
@@ -379,7 +380,7 @@ class Seater(nn.Module):
         root = paths.new_full((b, w, 1), self.root_id)
         prefix = torch.cat([root, paths[:, :, :-1]], dim=-1)  # (B, W, L)
         dec = self.decode(prefix, mem_k, mem_v, bias)
-        logits = self.child_logits(dec[:, 0], prefix[:, 0], children)
+        logits = self.child_logits(dec, prefix, children)
         z_x, z_y = self.rank_inputs(states, real, dec, paths >= 0)
         return logits, z_x, z_y
 

@@ -280,7 +280,8 @@ def variant_name(cfg: SeaterRun) -> str:
         parts.append(f"rankcos{lo.rank_cosine_scale:g}")
     if lo.lambda_distill > 0:
         parts.append(f"distill{lo.lambda_distill:g}" + (
-            f"t{lo.distill_temperature:g}" if lo.distill_temperature != 1 else ""))
+            f"t{lo.distill_temperature:g}" if lo.distill_temperature != 1 else "") + (
+            f"top{lo.distill_top}" if lo.distill_top else ""))
     if not cfg.init_from_sasrec:
         parts.append("scratch")
     if not p.scale_input:  # the input conventions of a RecTools-style SASRec

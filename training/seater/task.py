@@ -51,6 +51,11 @@ class LossConfig:
     # no teacher is loaded; its temperature softens the teacher's item softmax
     lambda_distill: float = 0.0
     distill_temperature: float = 1.0
+    # the teacher's m most likely items besides the target, distilled along their paths as
+    # well: for this history the target's path shows the decoder only the nodes on it,
+    # while the beam ranks the leaves under many others; their mean loss is added at the
+    # weight of the target path's
+    distill_top: int = 0
 
 
 class SeaterBatch(NamedTuple):
@@ -95,6 +100,7 @@ class SeaterTask:
         self.slots = np.where(self.paths >= 0, tree.slot[np.maximum(self.paths, 0)], -1).astype(
             np.int64)
         self._soft: torch.Tensor | None = None  # teacher targets per example, filled as seen
+        self._soft_items = np.zeros((0, 1 + losses.distill_top), np.int64)
         self._soft_known = np.zeros(0, bool)
 
     @classmethod
@@ -145,12 +151,17 @@ class SeaterTask:
             neg, neg_shared = sample_negatives(self.tree, targets, q, rng, cfg.rank_negatives)
             cand = np.concatenate([cand, np.maximum(neg, 0)], axis=1)
             shared = np.concatenate([shared, neg_shared], axis=1)
+        if self.teacher is not None:  # rows: the target, then the teacher's top items
+            soft_items, soft = self.soft_targets(idx, hist, targets)
+            cand = np.concatenate([cand, soft_items[:, 1:]], axis=1)
         dev = self.device
         history = torch.from_numpy(self.history_tokens(hist)).to(dev)
         paths = torch.from_numpy(self.paths[cand]).to(dev)  # (B, W, L)
         logits, z_x, z_y = (module or self.model)(history, paths, self.children)
+        z_y = z_y[:, :1 + q]  # the ranked rows: the target and its negatives
         slots = torch.from_numpy(self.slots[targets]).to(dev)
-        parts: dict[str, torch.Tensor] = {"gen": generation_loss(logits, slots, cfg.gen_reduction)}
+        parts: dict[str, torch.Tensor] = {
+            "gen": generation_loss(logits[:, 0], slots, cfg.gen_reduction)}
         flat = paths[:, 0].flatten()
         root = torch.tensor([self.tree.root], device=dev)
         tokens = torch.unique(torch.cat([root, flat[flat >= 0]]))
@@ -158,8 +169,11 @@ class SeaterTask:
                                         cfg.tau, cfg.align_mask_children)
         total = parts["gen"] + cfg.lambda_align * parts["align"]
         if self.teacher is not None:
-            parts["distill"] = distillation_loss(logits, self.soft_targets(idx, hist, targets))
+            parts["distill"] = distillation_loss(logits[:, 0], soft[:, 0])
             total = total + cfg.lambda_distill * parts["distill"]
+            if cfg.distill_top:
+                parts["distill_top"] = distillation_loss(logits[:, 1 + q:], soft[:, 1:])
+                total = total + cfg.lambda_distill * parts["distill_top"]
         if q:
             parts["rank"] = ranking_loss(z_x, z_y, torch.from_numpy(shared).to(dev),
                                          self.model.rank_w, cfg.beta, cfg.rank_cosine_scale,
@@ -175,27 +189,43 @@ class SeaterTask:
         return total, logs
 
     def soft_targets(self, idx: np.ndarray, hist: Sequences, targets: np.ndarray
-                     ) -> torch.Tensor:
-        """The teacher's soft child targets of examples ``idx``, computed the first time an
-        example is drawn and kept: the teacher is frozen and an example's history and
-        target never change, so every later epoch would only repeat the teacher's forward
-        pass over the whole catalogue. Kept per example as [L, k] floats; beyond
-        ``SOFT_CACHE_BYTES`` in all, recomputed every time instead.
-        Shape: idx, targets [B]; hist B histories -> [B, L, k]."""
+                     ) -> tuple[np.ndarray, torch.Tensor]:
+        """The items whose paths are distilled (the target, then the teacher's
+        ``distill_top`` most likely others) and the teacher's soft child targets along
+        them, for examples ``idx``. Computed the first time an example is drawn and kept:
+        the teacher is frozen and an example's history and target never change, so every
+        later epoch would only repeat the teacher's forward pass over the whole catalogue.
+        Beyond ``SOFT_CACHE_BYTES`` in all, recomputed every time instead.
+        Shape: idx, targets [B]; hist B histories -> items [B, R], soft [B, R, L, k]
+        with R = 1 + distill_top."""
         assert self.teacher is not None
         n, (depth, k) = self.ex_row.size, (self.paths.shape[1], self.tree.k)
-        if n * depth * k * 4 > SOFT_CACHE_BYTES:
-            return self.teacher.child_targets(self.teacher.item_probs(hist), targets)
+        rows = 1 + self.losses.distill_top
+        if n * rows * depth * k * 4 > SOFT_CACHE_BYTES:
+            return self._teach(hist, targets)
         if self._soft is None:
-            self._soft = torch.zeros((n, depth, k), device=self.device)
+            self._soft = torch.zeros((n, rows, depth, k), device=self.device)
+            self._soft_items = np.zeros((n, rows), np.int64)
             self._soft_known = np.zeros(n, bool)
         new = np.flatnonzero(~self._soft_known[idx])
         if len(new):
-            soft = self.teacher.child_targets(self.teacher.item_probs(hist.take(new)),
-                                              targets[new])
+            items, soft = self._teach(hist.take(new), targets[new])
             self._soft[torch.from_numpy(idx[new]).to(self.device)] = soft
+            self._soft_items[idx[new]] = items
             self._soft_known[idx[new]] = True
-        return self._soft[torch.from_numpy(idx).to(self.device)]
+        return self._soft_items[idx], self._soft[torch.from_numpy(idx).to(self.device)]
+
+    def _teach(self, hist: Sequences, targets: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """``soft_targets`` without the cache."""
+        assert self.teacher is not None
+        probs = self.teacher.item_probs(hist)
+        items = targets[:, None].astype(np.int64)
+        if self.losses.distill_top:
+            top = self.teacher.top_items(probs, hist, targets, self.losses.distill_top)
+            items = np.concatenate([items, top], axis=1)
+        soft = torch.stack([self.teacher.child_targets(probs, items[:, r])
+                            for r in range(items.shape[1])], dim=1)
+        return items, soft
 
     # ------------------------------------------------------------------ ranking
     @torch.no_grad()
