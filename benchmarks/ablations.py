@@ -94,7 +94,9 @@ def label(entry: dict[str, Any]) -> str:
     if losses.get("lambda_distill", 0) > 0:
         temperature = losses.get("distill_temperature", 1)
         parts.append(f"distilled x{losses['lambda_distill']:g}"
-                     + (f" T={temperature:g}" if temperature != 1 else ""))
+                     + (f" T={temperature:g}" if temperature != 1 else "")
+                     + (f" +top {losses['distill_top']} paths" if losses.get("distill_top")
+                        else ""))
     if "preset" in cfg:  # rows written since presets exist; earlier rows ran without one
         parts.append(f"preset {cfg['preset']}")
     if entry.get("sasrec_run"):

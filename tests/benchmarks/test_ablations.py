@@ -42,6 +42,9 @@ def test_labels_come_from_the_config_not_the_variant_name():
     warm = {**SEATER, "losses": {**SEATER["losses"], "lambda_distill": 0.5,
                                  "distill_temperature": 2.0}}
     assert label(row("seater", "x", 0, 0, **warm)) == "SEATER balanced distilled x0.5 T=2"
+    top = {**SEATER, "losses": {**SEATER["losses"], "lambda_distill": 1.0, "distill_top": 4}}
+    assert label(row("seater", "x", 0, 0, **top)) == (
+        "SEATER balanced distilled x1 +top 4 paths")
     k8 = {"tree": {"ids": "kmeans", "k": 8}, "losses": SEATER["losses"],
           "init_from_sasrec": False}
     assert label(row("seater", "x", 0, 0, refit=True, **k8)) == (
