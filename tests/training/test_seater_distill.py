@@ -167,6 +167,8 @@ def test_soft_targets_are_computed_once_per_example_and_equal_fresh_ones(tree, t
             items, got = task.soft_targets(batch.idx, hist, task.ex_target[batch.idx])
             assert items.shape == (len(batch.idx), 1 + top) and got.shape[1] == 1 + top
             assert np.array_equal(items[:, 0], task.ex_target[batch.idx])
+            for row, seen in zip(items[:, 1:], hist, strict=True):  # the search excludes seen items
+                assert not set(row) & set(seen)
             probs = original(hist)
             for r in range(1 + top):
                 fresh = teacher.child_targets(probs, items[:, r])
@@ -184,10 +186,10 @@ def test_soft_targets_are_computed_once_per_example_and_equal_fresh_ones(tree, t
 def test_top_items_are_the_teachers_most_likely_unseen_others(teacher):
     probs = torch.tensor([[0.30, 0.05, 0.20, 0.01, 0.10, 0.02, 0.12, 0.03, 0.07, 0.06, 0.04],
                           [0.01, 0.40, 0.02, 0.25, 0.03, 0.04, 0.05, 0.06, 0.07, 0.03, 0.04]])
-    hist = Sequences.from_lists([[2, 9], [3]])  # seen items are never recommended
+    seen = Sequences.from_lists([[2, 9], [3]])  # left out where the search excludes them
     targets = np.array([0, 7])
-    got = teacher.top_items(probs, hist, targets, 3)
-    assert got.tolist() == [[6, 4, 8], [1, 8, 6]]
+    assert teacher.top_items(probs, targets, 3, seen).tolist() == [[6, 4, 8], [1, 8, 6]]
+    assert teacher.top_items(probs, targets, 3).tolist() == [[2, 6, 4], [1, 3, 8]]
 
 
 def test_the_teachers_top_paths_are_decoded_and_distilled_at_the_paths_weight(tree, teacher):

@@ -75,16 +75,17 @@ class TreeTeacher:
 
 
     @torch.no_grad()
-    def top_items(self, probs: torch.Tensor, histories: Sequences, targets: np.ndarray,
-                  m: int) -> np.ndarray:
-        """The teacher's ``m`` most likely next items other than the target and the items
-        already in the history (which the search excludes): the leaves a beam that follows
-        the teacher ends in. Shape: probs [B, n_items], targets [B] -> int64 [B, m]."""
+    def top_items(self, probs: torch.Tensor, targets: np.ndarray, m: int,
+                  seen: Sequences | None = None) -> np.ndarray:
+        """The teacher's ``m`` most likely next items other than the target and, where the
+        search excludes them, the ``seen`` ones: the leaves a beam that follows the teacher
+        ends in. Shape: probs [B, n_items], targets [B], seen B histories -> int64 [B, m]."""
         masked = probs.clone()
-        rows = np.repeat(np.arange(len(histories)), histories.lengths)
         dev = probs.device
-        masked[torch.from_numpy(rows).to(dev),
-               torch.from_numpy(histories.values.astype(np.int64)).to(dev)] = -1
+        if seen is not None:
+            rows = np.repeat(np.arange(len(seen)), seen.lengths)
+            masked[torch.from_numpy(rows).to(dev),
+                   torch.from_numpy(seen.values.astype(np.int64)).to(dev)] = -1
         masked[torch.arange(len(targets), device=dev),
                torch.from_numpy(targets.astype(np.int64)).to(dev)] = -1
         return masked.topk(m, dim=1).indices.cpu().numpy().astype(np.int64)

@@ -362,7 +362,8 @@ def run_seater(cfg: SeaterRun, resume: bool = True, data: InteractionData | None
         teacher = (load_teacher(sasrec_folder, tree, cfg.losses.distill_temperature,
                                 run.device, stage) if distil and sasrec_folder else None)
         return SeaterTask(model.to(run.device), tree, train_seqs, run.device, cfg.losses,
-                          beam_size=cfg.beam_size, teacher=teacher)
+                          beam_size=cfg.beam_size, teacher=teacher,
+                          exclude_seen=cfg.excludes_seen())
 
     out = fit_and_test(build, data, cfg.protocol, cfg.train, run_dir, cfg.refit,
                        cfg.excludes_seen(), resume, extra, split_seed=cfg.split_seed)

@@ -76,11 +76,12 @@ class SeaterTask:
 
     def __init__(self, model: Seater, tree: IdTree, train: Sequences, device: torch.device,
                  losses: LossConfig, beam_size: int = 50,
-                 teacher: TreeTeacher | None = None) -> None:
+                 teacher: TreeTeacher | None = None, exclude_seen: bool = True) -> None:
         if losses.lambda_distill > 0 and teacher is None:
             raise ValueError("losses.lambda_distill > 0 needs a teacher (the SASRec run)")
         self.model = model
         self.teacher = teacher
+        self.exclude_seen = exclude_seen  # as the evaluation's search: for distill_top
         self.tree = tree
         self.device = device
         self.losses = losses
@@ -221,7 +222,8 @@ class SeaterTask:
         probs = self.teacher.item_probs(hist)
         items = targets[:, None].astype(np.int64)
         if self.losses.distill_top:
-            top = self.teacher.top_items(probs, hist, targets, self.losses.distill_top)
+            top = self.teacher.top_items(probs, targets, self.losses.distill_top,
+                                         hist if self.exclude_seen else None)
             items = np.concatenate([items, top], axis=1)
         soft = torch.stack([self.teacher.child_targets(probs, items[:, r])
                             for r in range(items.shape[1])], dim=1)
