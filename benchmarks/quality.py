@@ -127,11 +127,15 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
         *SEATER, "-d", "yelp", "-p", "seater", "--preset", "reference-yelp",
         "--name", "seater-seater-reference"]),
     # --- seeded ablation arms under both presets (issue 14 deliverable 2): arms of one
-    # preset and seed see the same batches, negatives and dropout masks
+    # preset and seed see the same batches, negatives and dropout masks. Both presets take
+    # their tree from the tuned SASRec (sasrec-beauty-rectools-batch4096 first): without
+    # --sasrec-run the tree would come from whatever SASRec runs/ holds, or from one
+    # trained on the spot at the ablation budget
     **{f"ablate-{preset}-{arm}-s{seed}": (
         "ablations-seeds", [*SEATER, "-d", "beauty", "--preset", preset, "--epochs",
-                            str(ABLATION_EPOCHS), "--seed", str(seed), *flags,
-                            "--name", f"ablate-{preset}-{arm}-s{seed}"])
+                            str(ABLATION_EPOCHS), "--sasrec-run",
+                            "runs/beauty/sasrec-loo-rectools-batch4096", "--seed", str(seed),
+                            *flags, "--name", f"ablate-{preset}-{arm}-s{seed}"])
        for preset in ("default", "reference") for seed in (0, 1, 2)
        for arm, flags in {"base": [], "no-align": ["--lambda-align", "0"],
                           "no-rank": ["--lambda-rank", "0"],
