@@ -106,6 +106,9 @@ def test_a_task_with_a_teacher_trains_on_it_and_one_without_refuses_the_weight(t
     assert teacher.sasrec.item_emb.weight.grad is None  # the teacher stays frozen
     with pytest.raises(ValueError, match="needs a teacher"):
         SeaterTask(model, tree, train, torch.device("cpu"), losses)
+    for bad in (LossConfig(distill_top=4), LossConfig(lambda_distill=1.0, distill_top=-1)):
+        with pytest.raises(ValueError, match="needs a count >= 0 and losses.lambda_distill"):
+            SeaterTask(model, tree, train, torch.device("cpu"), bad, teacher=teacher)
 
 
 def sasrec_folder(path, refit: bool):

@@ -73,7 +73,6 @@ class TreeTeacher:
         total = mass.sum(-1, keepdim=True)
         return torch.where(total > 0, mass / total.clamp(min=1e-30), torch.zeros_like(mass))
 
-
     @torch.no_grad()
     def top_items(self, probs: torch.Tensor, targets: np.ndarray, m: int,
                   seen: Sequences | None = None) -> np.ndarray:

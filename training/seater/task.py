@@ -79,6 +79,9 @@ class SeaterTask:
                  teacher: TreeTeacher | None = None, exclude_seen: bool = True) -> None:
         if losses.lambda_distill > 0 and teacher is None:
             raise ValueError("losses.lambda_distill > 0 needs a teacher (the SASRec run)")
+        if losses.distill_top < 0 or (losses.distill_top and losses.lambda_distill <= 0):
+            raise ValueError(f"losses.distill_top={losses.distill_top} needs a count >= 0 and "
+                             "losses.lambda_distill > 0 (it distils more paths of the teacher)")
         self.model = model
         self.teacher = teacher
         self.exclude_seen = exclude_seen  # as the evaluation's search: for distill_top
