@@ -58,6 +58,12 @@ def test_child_targets_are_the_mass_under_each_child(tree, teacher):
     got = teacher.child_targets(torch.tensor(probs, dtype=torch.float32), targets).numpy()
     for b, target in enumerate(targets):
         np.testing.assert_allclose(got[b], oracle(tree, probs[b], target), atol=1e-6)
+    # several targets per row: each as if alone
+    pairs = np.stack([targets, targets[::-1]], axis=1)  # [B, 2]
+    both = teacher.child_targets(torch.tensor(probs, dtype=torch.float32), pairs).numpy()
+    for b, row in enumerate(pairs):
+        for r, target in enumerate(row):
+            np.testing.assert_allclose(both[b, r], oracle(tree, probs[b], target), atol=1e-6)
     empty = tree.children[tree.node_paths[targets][:, :-1]] < 0  # slots with no child
     assert (got[:, 1:][empty] == 0).all()
 

@@ -60,15 +60,18 @@ class TreeTeacher:
         children of the path's node one level up (zeros beyond a shorter path and on
         empty child slots).
 
-        Shape: probs [B, n_items], targets int64 [B] item indices -> [B, L, k].
+        Several targets per row (``distill_top``) share the row's one prefix sum.
+        Shape: probs [B, n_items], targets int64 [B] or [B, R] item indices -> [B, L, k]
+        or [B, R, L, k].
         """
         cum = F.pad(probs[:, self.order].cumsum(dim=1), (1, 0))  # [B, N + 1]
-        paths = torch.from_numpy(self.paths[targets]).to(self.device)  # [B, L]
-        parents = torch.cat([paths.new_full((len(targets), 1), self.root), paths[:, :-1]], 1)
-        kids = self.children[parents.clamp(min=0)]  # [B, L, k]
+        paths = torch.from_numpy(self.paths[targets]).to(self.device)  # [B, (R,) L]
+        parents = torch.cat([paths.new_full((*paths.shape[:-1], 1), self.root),
+                             paths[..., :-1]], -1)
+        kids = self.children[parents.clamp(min=0)]  # [B, (R,) L, k]
         ok = (kids >= 0) & (paths >= 0)[..., None]
         safe = kids.clamp(min=0)
-        rows = torch.arange(len(targets), device=self.device)[:, None, None]
+        rows = torch.arange(len(targets), device=self.device).view(-1, *[1] * (kids.dim() - 1))
         mass = (cum[rows, self.hi[safe]] - cum[rows, self.lo[safe]]).clamp(min=0) * ok
         total = mass.sum(-1, keepdim=True)
         return torch.where(total > 0, mass / total.clamp(min=1e-30), torch.zeros_like(mass))
@@ -82,8 +85,7 @@ class TreeTeacher:
         masked = probs.clone()
         dev = probs.device
         if seen is not None:
-            rows = np.repeat(np.arange(len(seen)), seen.lengths)
-            masked[torch.from_numpy(rows).to(dev),
+            masked[torch.from_numpy(seen.row_ids()).to(dev),
                    torch.from_numpy(seen.values.astype(np.int64)).to(dev)] = -1
         masked[torch.arange(len(targets), device=dev),
                torch.from_numpy(targets.astype(np.int64)).to(dev)] = -1

@@ -228,9 +228,7 @@ class SeaterTask:
             top = self.teacher.top_items(probs, targets, self.losses.distill_top,
                                          hist if self.exclude_seen else None)
             items = np.concatenate([items, top], axis=1)
-        soft = torch.stack([self.teacher.child_targets(probs, items[:, r])
-                            for r in range(items.shape[1])], dim=1)
-        return items, soft
+        return items, self.teacher.child_targets(probs, items)
 
     # ------------------------------------------------------------------ ranking
     @torch.no_grad()
