@@ -9,8 +9,10 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from tests.helpers import random_tree
+from training.cli import app
 from training.config import ConfigError
 from training.data.sequences import Sequences
 from training.sasrec.model import SASRec, SASRecParams
@@ -112,9 +114,27 @@ def test_a_task_with_a_teacher_trains_on_it_and_one_without_refuses_the_weight(t
     assert teacher.sasrec.item_emb.weight.grad is None  # the teacher stays frozen
     with pytest.raises(ValueError, match="needs a teacher"):
         SeaterTask(model, tree, train, torch.device("cpu"), losses)
-    for bad in (LossConfig(distill_top=4), LossConfig(lambda_distill=1.0, distill_top=-1)):
-        with pytest.raises(ValueError, match="needs a count >= 0 and losses.lambda_distill"):
+    for bad, message in ((LossConfig(distill_top=4), "needs losses.lambda_distill > 0 as well"),
+                         (LossConfig(lambda_distill=1.0, distill_top=-1), "must be >= 0")):
+        with pytest.raises(ValueError, match=message):
             SeaterTask(model, tree, train, torch.device("cpu"), bad, teacher=teacher)
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("losses.distill_top=4", "losses.distill_top=4 distils more of the teacher's paths: it "
+                             "needs losses.lambda_distill > 0 as well"),
+    ("losses.lambda_distill=-1", "losses.lambda_distill must be >= 0, got -1.0"),
+    ("losses.distill_temperature=0", "losses.distill_temperature must be > 0, got 0.0"),
+])
+def test_unusable_loss_settings_are_refused_before_the_data_is_read(tmp_path, monkeypatch,
+                                                                    setting, message):
+    """The dataset does not exist: the loss settings' error comes first, as one line."""
+    monkeypatch.setenv("SEATER_DATA_DIR", str(tmp_path / "nodata"))
+    res = CliRunner().invoke(app, ["train", "seater", "-d", "nosuch", "--set", setting,
+                                   "--out", str(tmp_path / "runs")])
+    assert res.exit_code == 2
+    assert res.output.strip() == f"error: {message}"
+    assert not (tmp_path / "runs").exists()
 
 
 def sasrec_folder(path, refit: bool):

@@ -38,7 +38,7 @@ from training.sasrec.model import SASRecParams
 from training.sasrec.pipeline import SASRecRun, run_sasrec
 from training.seater.distill import load_teacher, teacher_checkpoint
 from training.seater.model import Seater, SeaterParams
-from training.seater.task import LossConfig, SeaterTask
+from training.seater.task import LossConfig, SeaterTask, check_losses
 from training.trainer import TrainConfig, barrier
 
 log = logging.getLogger(__name__)
@@ -328,6 +328,7 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu"
 
 def run_seater(cfg: SeaterRun, resume: bool = True, data: InteractionData | None = None
                ) -> list[dict[str, Any]]:
+    check_losses(cfg.losses)
     run = start_run(cfg, resume, data)
     data, run_dir = run.data, run.dir
     needs_emb = (cfg.tree.ids in ("balanced", "kmeans") or cfg.init_from_sasrec

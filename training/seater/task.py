@@ -11,6 +11,7 @@ import torch
 
 from indexer import IdTree, beam_search
 from training.batching import length_batches
+from training.config import ConfigError
 from training.data.sequences import Sequences
 from training.seater.distill import TreeTeacher, distillation_loss
 from training.seater.losses import (
@@ -58,6 +59,21 @@ class LossConfig:
     distill_top: int = 0
 
 
+def check_losses(losses: LossConfig) -> None:
+    """Settings no run can use, refused before the data is read or a tree is built (the
+    task checks them again, for callers that build it directly)."""
+    for key in ("lambda_align", "lambda_rank", "lambda_distill", "n_rank_negatives",
+                "distill_top"):
+        if getattr(losses, key) < 0:
+            raise ConfigError(f"losses.{key} must be >= 0, got {getattr(losses, key)!r}")
+    for key in ("tau", "distill_temperature"):
+        if not getattr(losses, key) > 0:
+            raise ConfigError(f"losses.{key} must be > 0, got {getattr(losses, key)!r}")
+    if losses.distill_top and losses.lambda_distill <= 0:
+        raise ConfigError(f"losses.distill_top={losses.distill_top} distils more of the "
+                          "teacher's paths: it needs losses.lambda_distill > 0 as well")
+
+
 class SeaterBatch(NamedTuple):
     """Example indices, and the seed of the batch's own sampling stream (ranking
     negatives): derived from the epoch and the batch's position, so whether a loss
@@ -77,11 +93,9 @@ class SeaterTask:
     def __init__(self, model: Seater, tree: IdTree, train: Sequences, device: torch.device,
                  losses: LossConfig, beam_size: int = 50,
                  teacher: TreeTeacher | None = None, exclude_seen: bool = True) -> None:
+        check_losses(losses)
         if losses.lambda_distill > 0 and teacher is None:
             raise ValueError("losses.lambda_distill > 0 needs a teacher (the SASRec run)")
-        if losses.distill_top < 0 or (losses.distill_top and losses.lambda_distill <= 0):
-            raise ValueError(f"losses.distill_top={losses.distill_top} needs a count >= 0 and "
-                             "losses.lambda_distill > 0 (it distils more paths of the teacher)")
         self.model = model
         self.teacher = teacher
         self.exclude_seen = exclude_seen  # as the evaluation's search: for distill_top
