@@ -104,7 +104,7 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
         f"runs/{dataset}/sasrec-loo-rectools-batch4096", "--set", f"losses.lambda_distill={w}",
         *top_flags(top), "--seed", str(seed),
         "--name", f"seater-loo-tuned-distill{w}{top}{tag}-s{seed}"])
-       for dataset in ("beauty", "sports") for w in (1,) for top in ("", "-top4")
+       for dataset in ("beauty", "sports") for w in (1,) for top in ("", "-top4", "-top8")
        for seed in (0, 1, 2) for tag, refit in (("", []), ("-refit", ["--refit"]))},
     # --- Yelp under the seater protocol (no refit in it): SEATER on the tuned SASRec
     # (sasrec-yelp-seater-tuned first; its input conventions are adopted without flags),
@@ -117,8 +117,9 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
         "--seed", str(seed), "--name", f"seater-seater-tuned{tag}-s{seed}"])
        for seed in (0, 1, 2)
        for tag, flags in (("", []), ("-distill1", ["--set", "losses.lambda_distill=1"]),
-                          ("-distill1-top4", ["--set", "losses.lambda_distill=1",
-                                              *top_flags("-top4")]))},
+                          *((f"-distill1{top}", ["--set", "losses.lambda_distill=1",
+                                                  *top_flags(top)])
+                            for top in ("-top4", "-top8")))},
     # --- the authors' configuration (docs/seater_reference.md), beside the default preset
     "seater-beauty-reference": ("reference", [*SEATER, "-d", "beauty", "-p", "loo", "--refit",
                                               "--preset", "reference",
