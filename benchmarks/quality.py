@@ -32,6 +32,14 @@ ABLATION_EPOCHS = 4
 # the distilled arms' epoch budget, shared by every seed and variant of a dataset (set
 # above the first runs' best epochs; the reports record each run's best)
 DISTILL_EPOCHS = {"beauty": 55, "sports": 28, "yelp": 25}
+# the SASRec runs SEATER experiments build on (Beauty and Sports under loo, Yelp under the
+# seater protocol): PLAIN written by sasrec-<ds> / sasrec-yelp-seater, TUNED by
+# sasrec-<ds>-rectools-batch4096 / sasrec-yelp-seater-tuned
+PLAIN = {"beauty": "runs/beauty/sasrec-loo", "sports": "runs/sports/sasrec-loo",
+         "yelp": "runs/yelp/sasrec-seater"}
+TUNED = {"beauty": "runs/beauty/sasrec-loo-rectools-batch4096",
+         "sports": "runs/sports/sasrec-loo-rectools-batch4096",
+         "yelp": "runs/yelp/sasrec-seater-tuned"}
 
 
 def top_flags(tag: str) -> list[str]:
@@ -65,16 +73,21 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
     "sasrec-yelp-seater": ("baselines", ["seater", "train", "sasrec", "--reports-dir",
                                          "reports", "-d", "yelp", "-p", "seater",
                                          "--patience", "20"]),
-    # --- SEATER main results
+    # --- SEATER main results, on the plain SASRec of the same protocol (its tree, leaves
+    # and encoder; named, so a run never picks whichever SASRec runs/ holds)
     # (loo: the early-stopped fit and the refit on train+validation, like SASRec's rows)
-    "seater-beauty": ("main", [*SEATER, "-d", "beauty", "-p", "loo", "--refit"]),
-    "seater-sports": ("main", [*SEATER, "-d", "sports", "-p", "loo", "--refit"]),
-    "seater-yelp-seater": ("main", [*SEATER, "-d", "yelp", "-p", "seater"]),
+    "seater-beauty": ("main", [*SEATER, "-d", "beauty", "-p", "loo", "--refit",
+                               "--sasrec-run", PLAIN["beauty"]]),
+    "seater-sports": ("main", [*SEATER, "-d", "sports", "-p", "loo", "--refit",
+                               "--sasrec-run", PLAIN["sports"]]),
+    "seater-yelp-seater": ("main", [*SEATER, "-d", "yelp", "-p", "seater",
+                                    "--sasrec-run", PLAIN["yelp"]]),
     # --- ablations on Beauty (paper Table 4/5, Fig. 4), under one fixed budget
     # (ABLATION_EPOCHS, same seed) so nine runs fit in a couple of CPU hours; each
     # compares with `ablate-base`, the main configuration under the same budget.
     **{name: ("ablations", [*SEATER, "-d", "beauty", "--epochs", str(ABLATION_EPOCHS),
-                            *flags, "--name", name]) for name, flags in {
+                            "--sasrec-run", PLAIN["beauty"], *flags, "--name", name])
+       for name, flags in {
         "ablate-base": [],
         "ablate-no-align": ["--lambda-align", "0"],
         "ablate-no-rank": ["--lambda-rank", "0"],
@@ -91,7 +104,7 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
     # (the balanced twin of the semantic-title runs below, which are fit only)
     **{f"seater-{dataset}-tuned{tag}-s{seed}": ("tuned", [
         *SEATER, "-d", dataset, "-p", "loo", *refit, "--sasrec-run",
-        f"runs/{dataset}/sasrec-loo-rectools-batch4096", "--set", "model.scale_input=false",
+        TUNED[dataset], "--set", "model.scale_input=false",
         "--set", "model.mask_padded_keys=false", "--seed", str(seed),
         "--name", f"seater-loo-tuned{tag}-s{seed}"]) for dataset in ("beauty", "sports")
        for seed in (0, 1, 2) for tag, refit in (("", ["--refit"]), ("-fit", []))},
@@ -103,7 +116,7 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
     # (losses.distill_top), the nodes the beam ranks that the target's path never shows
     **{f"seater-{dataset}-tuned-distill{w}{top}{tag}-s{seed}": ("distill", [
         *SEATER, "-d", dataset, "-p", "loo", *refit, "--sasrec-run",
-        f"runs/{dataset}/sasrec-loo-rectools-batch4096", "--set", f"losses.lambda_distill={w}",
+        TUNED[dataset], "--set", f"losses.lambda_distill={w}",
         *top_flags(top), "--set", f"train.epochs={DISTILL_EPOCHS[dataset]}", "--seed", str(seed),
         "--name", f"seater-loo-tuned-distill{w}{top}{tag}-s{seed}"])
        for dataset in ("beauty", "sports") for w in (1,) for top in ("", "-top4", "-top8")
@@ -112,7 +125,7 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
     # (sasrec-yelp-seater-tuned first; its input conventions are adopted without flags),
     # plain and distilled, three seeds each, all on the SASRec's user split (split_seed 0)
     **{f"seater-yelp-tuned{tag}-s{seed}": ("tuned" if not tag else "distill", [
-        *SEATER, "-d", "yelp", "-p", "seater", "--sasrec-run", "runs/yelp/sasrec-seater-tuned",
+        *SEATER, "-d", "yelp", "-p", "seater", "--sasrec-run", TUNED["yelp"],
         *flags, *(["--set", f"train.epochs={DISTILL_EPOCHS['yelp']}"] if tag else []),
         "--seed", str(seed), "--name", f"seater-seater-tuned{tag}-s{seed}"])
        for seed in (0, 1, 2)
@@ -120,16 +133,15 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
                           *((f"-distill1{top}", ["--set", "losses.lambda_distill=1",
                                                   *top_flags(top)])
                             for top in ("-top4", "-top8")))},
-    # --- the authors' configuration (docs/seater_reference.md), beside the default preset
-    "seater-beauty-reference": ("reference", [*SEATER, "-d", "beauty", "-p", "loo", "--refit",
-                                              "--preset", "reference",
-                                              "--name", "seater-loo-reference"]),
-    "seater-sports-reference": ("reference", [*SEATER, "-d", "sports", "-p", "loo", "--refit",
-                                              "--preset", "reference",
-                                              "--name", "seater-loo-reference"]),
+    # --- the authors' configuration (docs/seater_reference.md), beside the default preset;
+    # its tree from the tuned SASRec, like the default preset's arms
+    **{f"seater-{dataset}-reference": ("reference", [
+        *SEATER, "-d", dataset, "-p", "loo", "--refit", "--preset", "reference",
+        "--sasrec-run", TUNED[dataset], "--name", "seater-loo-reference"])
+       for dataset in ("beauty", "sports")},
     "seater-yelp-seater-reference": ("reference", [
         *SEATER, "-d", "yelp", "-p", "seater", "--preset", "reference-yelp",
-        "--name", "seater-seater-reference"]),
+        "--sasrec-run", TUNED["yelp"], "--name", "seater-seater-reference"]),
     # --- seeded ablation arms under both presets (issue 14 deliverable 2): arms of one
     # preset and seed see the same batches, negatives and dropout masks. Both presets take
     # their tree from the tuned SASRec (sasrec-beauty-rectools-batch4096 first): without
@@ -138,7 +150,7 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
     **{f"ablate-{preset}-{arm}-s{seed}": (
         "ablations-seeds", [*SEATER, "-d", "beauty", "--preset", preset, "--epochs",
                             str(ABLATION_EPOCHS), "--sasrec-run",
-                            "runs/beauty/sasrec-loo-rectools-batch4096", "--seed", str(seed),
+                            TUNED["beauty"], "--seed", str(seed),
                             *flags, "--name", f"ablate-{preset}-{arm}-s{seed}"])
        for preset in ("default", "reference") for seed in (0, 1, 2)
        for arm, flags in {"base": [], "no-align": ["--lambda-align", "0"],
@@ -160,12 +172,13 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
     **{f"seater-{dataset}-semantic-title-s{seed}": ("semantic-seater", [
         *SEATER, "-d", dataset, "-p", "loo", "--ids", "semantic", "--codes",
         f"runs/{dataset}/semantic-title-s{seed}/codes.npy", "--sasrec-run",
-        f"runs/{dataset}/sasrec-loo-rectools-batch4096", "--seed", str(seed),
+        TUNED[dataset], "--seed", str(seed),
         "--name", f"seater-loo-semantic-title-s{seed}"])
        for dataset in ("beauty", "sports") for seed in (0, 1, 2)},
     # --- semantic IDs (issue 7): codes from `seater index semantic -d beauty`
     "seater-beauty-semantic": ("semantic", [*SEATER, "-d", "beauty", "--ids", "semantic",
                                             "--codes", "runs/beauty/semantic/codes.npy",
+                                            "--sasrec-run", PLAIN["beauty"],
                                             "--name", "seater-loo-semantic"]),
 }
 
