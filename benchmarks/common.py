@@ -26,6 +26,11 @@ def command(module: str, argv: Sequence[str]) -> str:
     return shlex.join(["python", "-m", module, *argv])
 
 
+def option_value(argv: Sequence[str], flag: str) -> str | None:
+    """The value after ``flag`` in an argument list (None when absent)."""
+    return argv[list(argv).index(flag) + 1] if flag in argv[:-1] else None
+
+
 def write_report(report: dict[str, Any], out: str | Path) -> Path:
     """Write a benchmark's report JSON (its folder made if needed) and say where it went:
     every benchmark leaves its figures the same way, so they read and diff alike."""

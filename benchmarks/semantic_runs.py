@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from benchmarks.common import option_value
 from training.config import build, flat_keys
 from training.data import InteractionData
 from training.lmindexer.config import SemanticRun, TextFields, fields_slug
@@ -157,15 +158,10 @@ def running_elsewhere(name: str, dataset: str, proc: Path = Path("/proc")) -> bo
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue  # the process ended meanwhile
-        if "index" in argv and "semantic" in argv and _option(argv, "--name") == name and (
-                _option(argv, "-d") or _option(argv, "--dataset")) == dataset:
+        if "index" in argv and "semantic" in argv and option_value(argv, "--name") == name and (
+                option_value(argv, "-d") or option_value(argv, "--dataset")) == dataset:
             return True
     return False
-
-
-def _option(argv: list[str], flag: str) -> str | None:
-    """The value after ``flag`` in an argument list (None when absent)."""
-    return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
 
 
 def share_embeddings(target: Path, siblings: list[Path]) -> Path | None:

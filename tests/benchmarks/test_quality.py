@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from benchmarks.common import option_value
 from benchmarks.quality import EXPERIMENTS
 
 
 def option(cmd: list[str], flag: str, default: str | None = None) -> str | None:
-    return cmd[cmd.index(flag) + 1] if flag in cmd else default
+    return option_value(cmd, flag) or default
 
 
 def sasrec_run_folders() -> dict[str, str]:
