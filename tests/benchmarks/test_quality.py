@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from benchmarks.common import option_value
 from benchmarks.quality import EXPERIMENTS
+from training.sasrec.pipeline import SASRecRun
 
 
 def option(cmd: list[str], flag: str, default: str | None = None) -> str | None:
@@ -11,14 +12,12 @@ def option(cmd: list[str], flag: str, default: str | None = None) -> str | None:
 
 
 def sasrec_run_folders() -> dict[str, str]:
-    """runs/<dataset>/<run name> -> the SASRec experiment that writes it (a run without
-    --name is called sasrec-<protocol>, as SASRecRun.run_name says)."""
+    """runs/<dataset>/<run name> -> the SASRec experiment that writes it."""
     folders = {}
     for name, (_, cmd) in EXPERIMENTS.items():
         if cmd[:3] == ["seater", "train", "sasrec"]:
-            protocol = option(cmd, "-p", "loo")
-            run = option(cmd, "--name", f"sasrec-{protocol}")
-            folders[f"runs/{option(cmd, '-d')}/{run}"] = name
+            run = SASRecRun(protocol=option(cmd, "-p", "loo"), name=option(cmd, "--name", ""))
+            folders[f"runs/{option(cmd, '-d')}/{run.run_name}"] = name
     return folders
 
 
