@@ -211,39 +211,55 @@ def seed_means(runs: list[dict[str, Any]], by: dict[str, dict[str, float]],
 
 # two-sided 95% Student t quantiles by degrees of freedom (paired seeds - 1)
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
+# arms that switch a loss off: the full model's label without them names their pair
 ARMS = ("no-align", "no-rank", "gen-only")
+# an arm that adds to its pair: the teacher's top-m paths distilled besides the target's
+ADDED = re.compile(r" \+top \d+ paths")
+
+
+def arm_of(name: str) -> tuple[str, str, bool]:
+    """A seeded row's label (seed removed) -> (its pair's label, the arm, whether the arm
+    adds something). The full model is its own pair, with arm ``full``."""
+    added = ADDED.search(name)
+    if added:
+        return name.replace(added.group(0), ""), added.group(0).strip(), True
+    arm = next((a for a in ARMS if f" {a} " in name), "full")
+    return (name.replace(f" {arm}", "") if arm != "full" else name), arm, False
 
 
 def paired_arms(runs: list[dict[str, Any]], view: View = LOO) -> list[str]:
-    """Seeded ablation arms against the full model of the same preset, budget and seed:
-    the mean ± std of the per-seed differences, and whether the 95% t-interval of that
-    mean excludes 0 (a loss "helps" when switching it off loses beyond the noise)."""
+    """Seeded arms against their pair of the same preset, budget and seed (a switched-off
+    loss against the full model, the top-m paths against distillation without them): the
+    mean ± std of the per-seed gains of having the component, and whether the 95%
+    t-interval of that mean excludes 0 (it "helps" when having it gains beyond the noise)."""
     cells: dict[tuple[str, str, int], dict[str, float]] = {}
+    adds: dict[str, bool] = {}
     for r in runs:
         name = with_budget(r)
         if not (name.startswith("SEATER") and name.endswith("*")):
             continue
         seed = r.get("config", {}).get("train", {}).get("seed", 0)
-        base = re.sub(r" seed \d+", "", name)
-        arm = next((a for a in ARMS if f" {a} " in base), "full")
-        cells[(base.replace(f" {arm}", "") if arm != "full" else base, arm, seed)] = \
-            r["metrics"]["test"]
+        config, arm, added = arm_of(re.sub(r" seed \d+", "", name))
+        cells[(config, arm, seed)] = r["metrics"]["test"]
+        adds[arm] = added
     lines = []
-    for (config, arm, _seed) in sorted({(c, a, 0) for c, a, _ in cells if a != "full"}):
+    for config, arm in sorted({(c, a) for c, a, _ in cells if a != "full"}):
         seeds = sorted(s for c, a, s in cells if (c, a) == (config, arm)
                        and (config, "full", s) in cells)
         if len(seeds) < 2:
             continue
         parts = []
         for metric in view.compared:
-            diffs = np.array([cells[(config, "full", s)][metric] - cells[(config, arm, s)][metric]
-                              for s in seeds])
+            with_arm = np.array([cells[(config, arm, s)][metric] for s in seeds])
+            without = np.array([cells[(config, "full", s)][metric] for s in seeds])
+            diffs = with_arm - without if adds[arm] else without - with_arm
             mean, sd = float(diffs.mean()), float(diffs.std(ddof=1))
             half = T95.get(len(seeds) - 1, 2.0) * sd / np.sqrt(len(seeds))
             verdict = ("helps" if mean - half > 0 else "hurts" if mean + half < 0
                        else "within the noise")
             parts.append(f"{metric} {mean:+.4f} ± {sd:.4f} ({verdict})")
-        lines.append(f"- {config[:-2]}: full model minus {arm}, paired over seeds "
+        what = f"{arm} minus without" if adds[arm] else f"full model minus {arm}"
+        lines.append(f"- {config[:-2]}: {what}, paired over seeds "
                      f"{', '.join(map(str, seeds))}: " + "; ".join(parts) + ".")
     return lines
 
