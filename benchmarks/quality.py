@@ -3,7 +3,9 @@
 Each experiment is one `seater` command; its result lands in
 `reports/quality/<dataset>.json` with the command, commit, seed and machine, and
 `seater report` renders the tables. Runs resume from their checkpoints, so an
-interrupted benchmark continues where it stopped.
+interrupted benchmark continues where it stopped. An experiment that builds on another's
+output (a SASRec fit, the indexer's codes) is refused before anything runs until that
+output exists or its experiment is named before it.
 
     python -m benchmarks.quality --list
     python -m benchmarks.quality sasrec-beauty seater-beauty      # named experiments
@@ -19,6 +21,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.common import option_value
+from training.sasrec.pipeline import SASRecRun
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / "runs" / "logs"
@@ -175,12 +180,55 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
         TUNED[dataset], "--seed", str(seed),
         "--name", f"seater-loo-semantic-title-s{seed}"])
        for dataset in ("beauty", "sports") for seed in (0, 1, 2)},
-    # --- semantic IDs (issue 7): codes from `seater index semantic -d beauty`
+    # --- semantic IDs (issue 7): the indexer at its defaults (title+categories), and
+    # SEATER on its codes
+    "semantic-beauty": ("semantic", ["seater", "index", "semantic", "-d", "beauty", "--name",
+                                     "semantic", "--threads", "1"]),
     "seater-beauty-semantic": ("semantic", [*SEATER, "-d", "beauty", "--ids", "semantic",
                                             "--codes", "runs/beauty/semantic/codes.npy",
                                             "--sasrec-run", PLAIN["beauty"],
                                             "--name", "seater-loo-semantic"]),
 }
+
+
+def outputs(cmd: list[str]) -> list[str]:
+    """What a command leaves for others to build on: a SASRec run's finished fit (its item
+    embeddings, which SEATER's tree, initialisation and teacher read) or the indexer's
+    codes, as paths relative to the project."""
+    dataset = option_value(cmd, "-d")
+    if cmd[:3] == ["seater", "train", "sasrec"]:
+        run = SASRecRun(protocol=option_value(cmd, "-p") or "loo",
+                        name=option_value(cmd, "--name") or "")
+        return [f"runs/{dataset}/{run.run_name}/fit/item_emb.npy"]
+    if cmd[:3] == ["seater", "index", "semantic"]:
+        return [f"runs/{dataset}/{option_value(cmd, '--name')}/codes.npy"]
+    return []
+
+
+def inputs(cmd: list[str]) -> list[str]:
+    """The files of ``outputs`` a command reads."""
+    sasrec, codes = option_value(cmd, "--sasrec-run"), option_value(cmd, "--codes")
+    return ([f"{sasrec}/fit/item_emb.npy"] if sasrec else []) + ([codes] if codes else [])
+
+
+def missing_inputs(names: list[str], root: Path) -> list[str]:
+    """One line per experiment that reads a file neither on disk nor written by an
+    experiment before it in ``names``, naming the experiment that writes it: said before
+    any run starts, instead of failing an hour into the list."""
+    writers = {path: name for name, (_, cmd) in EXPERIMENTS.items() for path in outputs(cmd)}
+    planned: set[str] = set()
+    problems = []
+    for name in names:
+        cmd = EXPERIMENTS[name][1]
+        for path in inputs(cmd):
+            if path in planned or (root / path).is_file():
+                continue
+            writer = writers.get(path)
+            fix = (f"run `python -m benchmarks.quality {writer}` first, or name it before "
+                   f"{name}" if writer else "no experiment writes it")
+            problems.append(f"{name} reads {path}, which does not exist yet: {fix}")
+        planned.update(outputs(cmd))
+    return problems
 
 
 def run(name: str, extra: list[str]) -> int:
@@ -220,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not names:
         parser.error(f"unknown experiment(s) {unknown}; see --list" if unknown else
                      "name experiments or a --group")
+    missing = missing_inputs(names, ROOT)
+    if missing:
+        parser.error("\n".join(missing))
     extra = [x for kv in args.set for x in ("--set", kv)]
     failed = [n for n in names if run(n, extra) != 0]
     if failed:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from benchmarks import quality
 from benchmarks.common import option_value
-from benchmarks.quality import EXPERIMENTS
-from training.sasrec.pipeline import SASRecRun
+from benchmarks.quality import EXPERIMENTS, missing_inputs, outputs
 
 
 def option(cmd: list[str], flag: str, default: str | None = None) -> str | None:
@@ -13,12 +17,9 @@ def option(cmd: list[str], flag: str, default: str | None = None) -> str | None:
 
 def sasrec_run_folders() -> dict[str, str]:
     """runs/<dataset>/<run name> -> the SASRec experiment that writes it."""
-    folders = {}
-    for name, (_, cmd) in EXPERIMENTS.items():
-        if cmd[:3] == ["seater", "train", "sasrec"]:
-            run = SASRecRun(protocol=option(cmd, "-p", "loo"), name=option(cmd, "--name", ""))
-            folders[f"runs/{option(cmd, '-d')}/{run.run_name}"] = name
-    return folders
+    return {path.removesuffix("/fit/item_emb.npy"): name
+            for name, (_, cmd) in EXPERIMENTS.items() for path in outputs(cmd)
+            if cmd[:3] == ["seater", "train", "sasrec"]}
 
 
 def test_every_seater_experiment_names_a_sasrec_run_another_experiment_writes():
@@ -36,6 +37,14 @@ def test_every_seater_experiment_names_a_sasrec_run_another_experiment_writes():
         assert option(sasrec, "-p", "loo") == option(cmd, "-p", "loo"), name
 
 
+def test_every_file_an_experiment_reads_is_written_by_an_experiment_on_its_dataset():
+    writers = {path: name for name, (_, cmd) in EXPERIMENTS.items() for path in outputs(cmd)}
+    for name, (_, cmd) in EXPERIMENTS.items():
+        for path in quality.inputs(cmd):
+            assert path in writers, f"{name} reads {path}, which no experiment writes"
+            assert option(EXPERIMENTS[writers[path]][1], "-d") == option(cmd, "-d"), name
+
+
 def test_distilled_arms_of_a_dataset_share_one_epoch_budget():
     budgets: dict[str, set[str]] = {}
     for _, cmd in EXPERIMENTS.values():
@@ -44,3 +53,33 @@ def test_distilled_arms_of_a_dataset_share_one_epoch_budget():
             budgets.setdefault(option(cmd, "-d"), set()).update(epochs)
     assert set(budgets) == {"beauty", "sports", "yelp"}
     assert all(len(b) == 1 for b in budgets.values()), budgets
+
+
+def test_an_experiment_whose_inputs_nothing_has_written_is_refused_naming_the_writer(tmp_path):
+    student = "seater-beauty-tuned-distill1-top4-s1"
+    (line,) = missing_inputs([student], tmp_path)
+    assert line == (f"{student} reads runs/beauty/sasrec-loo-rectools-batch4096/fit/item_emb.npy"
+                    ", which does not exist yet: run `python -m benchmarks.quality "
+                    f"sasrec-beauty-rectools-batch4096` first, or name it before {student}")
+    # named after its teacher: the teacher writes it first; named before: still missing
+    assert missing_inputs(["sasrec-beauty-rectools-batch4096", student], tmp_path) == []
+    assert len(missing_inputs([student, "sasrec-beauty-rectools-batch4096"], tmp_path)) == 1
+    # a semantic-ID run reads the indexer's codes of its seed as well
+    lines = missing_inputs(["seater-sports-semantic-title-s2"], tmp_path)
+    assert [line.split(": run ")[1].split("`")[1] for line in lines] == [
+        "python -m benchmarks.quality sasrec-sports-rectools-batch4096",
+        "python -m benchmarks.quality semantic-sports-title-s2"]
+    emb = tmp_path / "runs/beauty/sasrec-loo-rectools-batch4096/fit/item_emb.npy"
+    emb.parent.mkdir(parents=True)
+    emb.touch()  # a finished fit on disk
+    assert missing_inputs([student], tmp_path) == []
+
+
+def test_the_command_refuses_before_running_anything(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(quality, "ROOT", Path(tmp_path))
+    monkeypatch.setattr(quality, "run", lambda *a: pytest.fail("an experiment started"))
+    with pytest.raises(SystemExit) as exit_:
+        quality.main(["seater-yelp-tuned-distill1-top4-s2"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "sasrec-yelp-seater-tuned` first" in err and "Traceback" not in err
