@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 from benchmarks.common import option_value
-from training.sasrec.pipeline import SASRecRun
 
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / "runs" / "logs"
@@ -197,6 +196,9 @@ def outputs(cmd: list[str]) -> list[str]:
     codes, as paths relative to the project."""
     dataset = option_value(cmd, "-d")
     if cmd[:3] == ["seater", "train", "sasrec"]:
+        # the run's own folder-name rule; imported here, so `--list` does not load torch
+        from training.sasrec.pipeline import SASRecRun
+
         run = SASRecRun(protocol=option_value(cmd, "-p") or "loo",
                         name=option_value(cmd, "--name") or "")
         return [f"runs/{dataset}/{run.run_name}/fit/item_emb.npy"]
