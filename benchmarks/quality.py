@@ -190,6 +190,9 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+FIT = "fit/item_emb.npy"  # in a SASRec run folder: its finished fit, what SEATER reads
+
+
 def outputs(cmd: list[str]) -> list[str]:
     """What a command leaves for others to build on: a SASRec run's finished fit (its item
     embeddings, which SEATER's tree, initialisation and teacher read) or the indexer's
@@ -201,7 +204,7 @@ def outputs(cmd: list[str]) -> list[str]:
 
         run = SASRecRun(protocol=option_value(cmd, "-p") or "loo",
                         name=option_value(cmd, "--name") or "")
-        return [f"runs/{dataset}/{run.run_name}/fit/item_emb.npy"]
+        return [f"runs/{dataset}/{run.run_name}/{FIT}"]
     if cmd[:3] == ["seater", "index", "semantic"]:
         return [f"runs/{dataset}/{option_value(cmd, '--name')}/codes.npy"]
     return []
@@ -210,14 +213,19 @@ def outputs(cmd: list[str]) -> list[str]:
 def inputs(cmd: list[str]) -> list[str]:
     """The files of ``outputs`` a command reads."""
     sasrec, codes = option_value(cmd, "--sasrec-run"), option_value(cmd, "--codes")
-    return ([f"{sasrec}/fit/item_emb.npy"] if sasrec else []) + ([codes] if codes else [])
+    return ([f"{sasrec}/{FIT}"] if sasrec else []) + ([codes] if codes else [])
+
+
+def writers() -> dict[str, str]:
+    """Each file of ``outputs`` -> the experiment that writes it."""
+    return {path: name for name, (_, cmd) in EXPERIMENTS.items() for path in outputs(cmd)}
 
 
 def missing_inputs(names: list[str], root: Path) -> list[str]:
     """One line per experiment that reads a file neither on disk nor written by an
     experiment before it in ``names``, naming the experiment that writes it: said before
     any run starts, instead of failing an hour into the list."""
-    writers = {path: name for name, (_, cmd) in EXPERIMENTS.items() for path in outputs(cmd)}
+    written_by = writers()
     planned: set[str] = set()
     problems = []
     for name in names:
@@ -225,7 +233,7 @@ def missing_inputs(names: list[str], root: Path) -> list[str]:
         for path in inputs(cmd):
             if path in planned or (root / path).is_file():
                 continue
-            writer = writers.get(path)
+            writer = written_by.get(path)
             fix = (f"run `python -m benchmarks.quality {writer}` first, or name it before "
                    f"{name}" if writer else "no experiment writes it")
             problems.append(f"{name} reads {path}, which does not exist yet: {fix}")

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import quality
 from benchmarks.common import option_value
-from benchmarks.quality import EXPERIMENTS, missing_inputs, outputs
+from benchmarks.quality import EXPERIMENTS, FIT, missing_inputs, writers
 
 
 def option(cmd: list[str], flag: str, default: str | None = None) -> str | None:
@@ -17,9 +17,8 @@ def option(cmd: list[str], flag: str, default: str | None = None) -> str | None:
 
 def sasrec_run_folders() -> dict[str, str]:
     """runs/<dataset>/<run name> -> the SASRec experiment that writes it."""
-    return {path.removesuffix("/fit/item_emb.npy"): name
-            for name, (_, cmd) in EXPERIMENTS.items() for path in outputs(cmd)
-            if cmd[:3] == ["seater", "train", "sasrec"]}
+    return {path.removesuffix(f"/{FIT}"): name for path, name in writers().items()
+            if path.endswith(f"/{FIT}")}
 
 
 def test_every_seater_experiment_names_a_sasrec_run_another_experiment_writes():
@@ -38,11 +37,11 @@ def test_every_seater_experiment_names_a_sasrec_run_another_experiment_writes():
 
 
 def test_every_file_an_experiment_reads_is_written_by_an_experiment_on_its_dataset():
-    writers = {path: name for name, (_, cmd) in EXPERIMENTS.items() for path in outputs(cmd)}
+    written_by = writers()
     for name, (_, cmd) in EXPERIMENTS.items():
         for path in quality.inputs(cmd):
-            assert path in writers, f"{name} reads {path}, which no experiment writes"
-            assert option(EXPERIMENTS[writers[path]][1], "-d") == option(cmd, "-d"), name
+            assert path in written_by, f"{name} reads {path}, which no experiment writes"
+            assert option(EXPERIMENTS[written_by[path]][1], "-d") == option(cmd, "-d"), name
 
 
 def test_distilled_arms_of_a_dataset_share_one_epoch_budget():
