@@ -264,6 +264,32 @@ def paired_arms(runs: list[dict[str, Any]], view: View = LOO) -> list[str]:
     return lines
 
 
+def teacher_lines(runs: list[dict[str, Any]], view: View = LOO) -> list[str]:
+    """SEATER rows against the SASRec run they were built on, from that run's own test
+    figures carried in the row (``sasrec_results``; rows written before it existed have
+    none). Teachers are retrained each session and differ from the committed SASRec row of
+    their key, so this is the gap the training itself leaves. Fit against fit, refit
+    against refit."""
+    lines = []
+    for r in runs:
+        if "@beam" in r["key"] or not label(r).startswith("SEATER"):
+            continue
+        refit = r["key"].endswith("-refit")
+        theirs = next((t for t in r.get("sasrec_results") or []
+                       if str(t.get("key", "")).endswith("-refit") == refit
+                       and all(m in t.get("test", {}) for m in view.compared)), None)
+        if theirs is None:
+            continue
+        a, b = r["metrics"]["test"], theirs["test"]
+        lines.append(f"- {with_budget(r)} vs the SASRec it was built on (its run's "
+                     f"{theirs['key']}, commit {str(theirs['commit'])[:9]}, best epoch "
+                     f"{theirs['best_epoch']}): " + ", ".join(
+                         f"{m} {a[m]:.4f} vs {b[m]:.4f} ({gap})"
+                         for m, gap in zip(view.compared, _gaps(a, b, view.compared),
+                                           strict=True)) + ".")
+    return lines
+
+
 def oracle_lines(dataset: str, view: View = LOO) -> list[str]:
     """What ``benchmarks.tree_oracle`` found for this dataset and protocol, if it ran: the
     share of the SASRec's exhaustive metrics that an ideal decoder keeps through the tree
@@ -310,6 +336,7 @@ def findings(runs: list[dict[str, Any]], dataset: str, view: View = LOO) -> str:
                 for m, gap in zip(cmp, _gaps(a, b, cmp), strict=True)) + ".")
     lines += seed_means(runs, by, view)
     lines += paired_arms(runs, view)
+    lines += teacher_lines(runs, view)
     lines += oracle_lines(dataset, view)
     ref = TIGER.get(dataset) if view is LOO else None
     main = by.get("SEATER balanced (refit)") or by.get("SEATER balanced")

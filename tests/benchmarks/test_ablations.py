@@ -232,3 +232,20 @@ def test_the_tree_oracle_is_summarised_for_its_protocol(tmp_path, monkeypatch):
                     "test targets: lost at depth 1 25.0%; found in top10 75.0%.")
     assert ablations.oracle_lines("beauty", ablations.VIEWS["seater"]) == []
     assert ablations.oracle_lines("sports") == []
+
+
+def test_a_seater_row_is_read_against_the_sasrec_it_was_built_on():
+    cfg = {**SEATER, "losses": {**SEATER["losses"], "lambda_distill": 1.0}}
+    teacher = {"key": "sasrec/loo/x", "commit": "0123456789abcdef", "best_epoch": 96,
+               "test": {"recall@10": 0.0560, "ndcg@10": 0.0320}}
+    built = row("seater", "x", 0.0504, 0.0288, **cfg)
+    built["sasrec_results"] = [teacher, {**teacher, "key": "sasrec/loo/x-refit",
+                                         "test": {"recall@10": 0.07, "ndcg@10": 0.04}}]
+    older = row("seater", "y", 0.0400, 0.0250, **SEATER)  # written before rows named theirs
+    text = findings([row("sasrec", "a", 0.0551, 0.0314, **SASREC), built, older], "sports")
+    # .0504 / .0560 - 1 = -10.0%, .0288 / .0320 - 1 = -10.0%: against its own fit, not
+    # the committed SASRec row (.0551) nor the teacher's refit
+    assert ("- SEATER balanced distilled x1 vs the SASRec it was built on (its run's "
+            "sasrec/loo/x, commit 012345678, best epoch 96): recall@10 0.0504 vs 0.0560 "
+            "(-10.0%), ndcg@10 0.0288 vs 0.0320 (-10.0%)." in text)
+    assert text.count("it was built on") == 1

@@ -251,6 +251,12 @@ def test_seater_trains_its_missing_sasrec_with_the_runs_budget(log_csv, tmp_path
     seater = json.loads((tmp_path / "log" / "seater-loo-balanced-k4" / "result.json")
                         .read_text())[0]
     assert seater["sasrec_run"].endswith("sasrec-loo")
+    # and names the SASRec it was built on, with that run's own test figures
+    fit = json.loads((tmp_path / "log" / "sasrec-loo" / "result.json").read_text())[0]
+    assert seater["sasrec_results"] == [{
+        "key": fit["key"], "commit": fit["commit"], "date": fit["date"],
+        "best_epoch": fit["best_epoch"], "epochs_run": fit["epochs_run"],
+        "test": fit["metrics"]["test"]}]
 
 
 # --- evaluate and export ----------------------------------------------------------------

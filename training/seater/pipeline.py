@@ -230,6 +230,23 @@ def follow_sasrec_conventions(cfg: SeaterRun, sasrec_folder: Path | None) -> Sea
     return replace(cfg, model=replace(cfg.model, **adopt))
 
 
+def sasrec_results(sasrec_folder: Path | None) -> list[dict[str, Any]]:
+    """The SASRec run's own report entries (fit, then refit), cut to what identifies it and
+    its test figures, for SEATER's entry to carry.
+
+    A teacher retrained in another session is not bit-for-bit the committed row of the same
+    key, so a SEATER entry is read against the SASRec it was actually built on."""
+    if sasrec_folder is None:
+        return []
+    try:
+        entries = json.loads((sasrec_folder / "result.json").read_text())
+    except (OSError, ValueError):
+        return []
+    keep = ("key", "commit", "date", "best_epoch", "epochs_run")
+    return [{**{k: e.get(k) for k in keep}, "test": e.get("metrics", {}).get("test", {})}
+            for e in entries if isinstance(e, dict)]
+
+
 def init_from_sasrec(model: Seater, tree: IdTree, sasrec_folder: Path, emb: np.ndarray) -> None:
     """Leaves <- SASRec item embeddings, internal nodes <- their leaves' centroid, and the
     encoder <- SASRec's encoder when the stacks match.
@@ -372,7 +389,8 @@ def run_seater(cfg: SeaterRun, resume: bool = True, data: InteractionData | None
         out, "seater", variant_name(cfg), data, cfg.excludes_seen(), cfg.model.max_len,
         asdict(cfg), run_dir, run.device,
         extra={"tree": {**tree.summary(), "build": tree_report},
-               "sasrec_run": str(sasrec_folder or "")},
+               "sasrec_run": str(sasrec_folder or ""),
+               "sasrec_results": sasrec_results(sasrec_folder)},
     )
     if run.main:
         torch.save({"model": out.task.model.state_dict(), **extra}, run_dir / "model.pt")
