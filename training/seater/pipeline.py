@@ -352,6 +352,7 @@ def run_seater(cfg: SeaterRun, resume: bool = True, data: InteractionData | None
                  or cfg.losses.lambda_distill > 0)
     emb, sasrec_folder = sasrec_embeddings(cfg, data) if needs_emb else (None, None)
     cfg = follow_sasrec_conventions(cfg, sasrec_folder)
+    built_on = sasrec_results(sasrec_folder)  # as it stands when its weights are read
     tree_path = run_dir / "tree.npz"
     if run.main and not (resume and tree_path.is_file()):
         tree, tree_report = make_tree(cfg.tree, emb, data.n_items)
@@ -390,7 +391,7 @@ def run_seater(cfg: SeaterRun, resume: bool = True, data: InteractionData | None
         asdict(cfg), run_dir, run.device,
         extra={"tree": {**tree.summary(), "build": tree_report},
                "sasrec_run": str(sasrec_folder or ""),
-               "sasrec_results": sasrec_results(sasrec_folder)},
+               "sasrec_results": built_on},
     )
     if run.main:
         torch.save({"model": out.task.model.state_dict(), **extra}, run_dir / "model.pt")
