@@ -171,6 +171,12 @@ def _gaps(a: dict[str, float], b: dict[str, float],
     return tuple(_rel(a[m], b[m]) for m in metrics)
 
 
+def _side_by_side(a: dict[str, float], b: dict[str, float], metrics: tuple[str, ...]) -> str:
+    """``metric a vs b (gap)`` for each of ``metrics``."""
+    return ", ".join(f"{m} {a[m]:.4f} vs {b[m]:.4f} ({gap})"
+                     for m, gap in zip(metrics, _gaps(a, b, metrics), strict=True))
+
+
 def with_budget(entry: dict[str, Any]) -> str:
     """``label`` with a budgeted run's epoch cap named: runs of one configuration under
     different budgets are different groups and never each other's pair."""
@@ -283,10 +289,7 @@ def teacher_lines(runs: list[dict[str, Any]], view: View = LOO) -> list[str]:
         a, b = r["metrics"]["test"], theirs["test"]
         lines.append(f"- {with_budget(r)} vs the SASRec it was built on (its run's "
                      f"{theirs['key']}, commit {str(theirs['commit'])[:9]}, best epoch "
-                     f"{theirs['best_epoch']}): " + ", ".join(
-                         f"{m} {a[m]:.4f} vs {b[m]:.4f} ({gap})"
-                         for m, gap in zip(view.compared, _gaps(a, b, view.compared),
-                                           strict=True)) + ".")
+                     f"{theirs['best_epoch']}): {_side_by_side(a, b, view.compared)}.")
     return lines
 
 
@@ -331,9 +334,7 @@ def findings(runs: list[dict[str, Any]], dataset: str, view: View = LOO) -> str:
         best = max(sasrecs, key=lambda k: by[k][cmp[0]], default=None)
         for theirs in dict.fromkeys(k for k in (plain, best) if k in by):
             a, b = by[mine], by[theirs]
-            lines.append(f"- {mine} vs {theirs}: " + ", ".join(
-                f"{m} {a[m]:.4f} vs {b[m]:.4f} ({gap})"
-                for m, gap in zip(cmp, _gaps(a, b, cmp), strict=True)) + ".")
+            lines.append(f"- {mine} vs {theirs}: {_side_by_side(a, b, cmp)}.")
     lines += seed_means(runs, by, view)
     lines += paired_arms(runs, view)
     lines += teacher_lines(runs, view)

@@ -105,6 +105,16 @@ def write_items(folder: Path, data: InteractionData) -> None:
     (folder / "items.json").write_text(json.dumps(items))
 
 
+def read_results(run_dir: Path) -> list[dict[str, Any]]:
+    """The report entries ``finish_run`` left in a run folder (fit, then refit); none when
+    the run never finished or its ``result.json`` cannot be read."""
+    try:
+        entries = json.loads((Path(run_dir) / "result.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
 def finish_run(run: Run, entries: list[dict[str, Any]], reports_dir: str = "") -> None:
     """``result.json`` and a curve per fit/refit in the run folder; the entries go into
     ``<reports_dir>/quality/<dataset>.json`` only when a reports folder is named."""

@@ -33,7 +33,14 @@ from training.config import ConfigError, from_saved
 from training.data import InteractionData, Sequences
 from training.lmindexer.config import TEXT_FIELDS, codes_fields, fields_slug
 from training.run_folder import FINGERPRINT, data_fingerprint
-from training.runner import RunSettings, finish_run, fit_and_test, report_entries, start_run
+from training.runner import (
+    RunSettings,
+    finish_run,
+    fit_and_test,
+    read_results,
+    report_entries,
+    start_run,
+)
 from training.sasrec.model import SASRecParams
 from training.sasrec.pipeline import SASRecRun, run_sasrec
 from training.seater.distill import load_teacher, teacher_checkpoint
@@ -122,9 +129,12 @@ def best_sasrec_run(cfg: SeaterRun, data: InteractionData) -> Path | None:
     for folder in sorted((Path(cfg.out_dir) / data.name).glob("*/")):
         try:
             conf = json.loads((folder / "config.json").read_text())
-            fit = json.loads((folder / "result.json").read_text())[0]
-        except (OSError, ValueError, IndexError, KeyError):
+        except (OSError, ValueError):
             continue
+        results = read_results(folder)
+        if not results:
+            continue
+        fit = results[0]
         if not (folder / "fit" / "item_emb.npy").is_file() or "tree" in conf:
             continue
         prints = folder / FINGERPRINT  # absent in folders of older versions: items must match
@@ -238,13 +248,9 @@ def sasrec_results(sasrec_folder: Path | None) -> list[dict[str, Any]]:
     key, so a SEATER entry is read against the SASRec it was actually built on."""
     if sasrec_folder is None:
         return []
-    try:
-        entries = json.loads((sasrec_folder / "result.json").read_text())
-    except (OSError, ValueError):
-        return []
     keep = ("key", "commit", "date", "best_epoch", "epochs_run")
     return [{**{k: e.get(k) for k in keep}, "test": e.get("metrics", {}).get("test", {})}
-            for e in entries if isinstance(e, dict)]
+            for e in read_results(sasrec_folder)]
 
 
 def init_from_sasrec(model: Seater, tree: IdTree, sasrec_folder: Path, emb: np.ndarray) -> None:
