@@ -388,33 +388,35 @@ def plots(runs: list[dict[str, Any]], dataset: str, fig_dir: Path,
     train_runs = [r for r in runs if "@beam" not in r["key"]]
     seater = [r for r in train_runs if r["model"] == "seater"]
     if seater:
-        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(seater) + 2), 4))
-        xs = range(len(seater))
-        w = 0.4
+        # horizontal bars: the labels name what each row changed and are long
+        fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(seater)))
+        ys = range(len(seater))
+        h = 0.4
         recall, ndcg = (next(m for m in view.compared if m.startswith(kind))
                         for kind in ("recall", "ndcg"))
-        ax.bar([x - w / 2 for x in xs], [r["metrics"]["test"][recall] for r in seater],
-               w, label=recall)
-        ax.bar([x + w / 2 for x in xs], [r["metrics"]["test"][ndcg] for r in seater],
-               w, label=ndcg)
+        ax.barh([y - h / 2 for y in ys], [r["metrics"]["test"][recall] for r in seater],
+                h, label=recall)
+        ax.barh([y + h / 2 for y in ys], [r["metrics"]["test"][ndcg] for r in seater],
+                h, label=ndcg)
         # the bar SEATER is held to: the strongest early-stopped SASRec row
         bar = max((r for r in train_runs if r["model"] == "sasrec"
                    and not r["protocol"].get("refit_on_validation")),
                   key=lambda r: r["metrics"]["test"][recall], default=None)
         if bar is not None:
-            ax.axhline(bar["metrics"]["test"][recall], ls="--", c="C0", lw=1,
+            ax.axvline(bar["metrics"]["test"][recall], ls="--", c="C0", lw=1,
                        label=f"best SASRec {recall}")
-            ax.axhline(bar["metrics"]["test"][ndcg], ls="--", c="C1", lw=1,
+            ax.axvline(bar["metrics"]["test"][ndcg], ls="--", c="C1", lw=1,
                        label=f"best SASRec {ndcg}")
         if dataset in TIGER and view is LOO:
-            ax.axhline(TIGER[dataset]["recall@10"], ls=":", c="C0", lw=1,
+            ax.axvline(TIGER[dataset]["recall@10"], ls=":", c="C0", lw=1,
                        label="TIGER recall@10")
-        ax.set_xticks(list(xs), [label(r) for r in seater], rotation=30, ha="right")
+        ax.set_yticks(list(ys), [label(r) for r in seater], fontsize=8)
+        ax.invert_yaxis()  # rows top to bottom in the report's order
         ax.set_title(f"SEATER variants on {dataset} ({view.protocol}, test)")
+        ax.margins(y=0.01)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        fig.tight_layout()
         path = fig_dir / f"seater_ablations_{stem(dataset, view)}.png"
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(fig)
         out.append(path)
     beams = sorted((r for r in runs if "@beam" in r["key"]), key=lambda r: r["beam_size"])
@@ -436,7 +438,7 @@ def plots(runs: list[dict[str, Any]], dataset: str, fig_dir: Path,
         ax.set_title(f"Beam size vs quality and decoding time ({dataset})")
         fig.tight_layout()
         path = fig_dir / f"seater_beam_{dataset}.png"
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(fig)
         out.append(path)
     return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from training.publish import default_version
 
@@ -27,11 +26,6 @@ def run_kind(run_dir: Path) -> str:
     return "seater" if (run_dir / "tree.npz").is_file() else "sasrec"
 
 
-def _result(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "result.json"
-    return json.loads(path.read_text())[-1] if path.is_file() else {}
-
-
 def export_run(run_dir: Path, out_root: Path, version: str | None = None) -> Path:
     """The run's final model (the refit one when it refit) as ``out_root/<version>``.
 
@@ -39,7 +33,10 @@ def export_run(run_dir: Path, out_root: Path, version: str | None = None) -> Pat
     run folder's parent (``runs/<dataset>/<run>``), never as a path."""
     run_dir = Path(run_dir)
     kind = run_kind(run_dir)
-    result = _result(run_dir)
+    from training.runner import read_results
+
+    # the final entry (the refit's when the run refit); a run that never finished has none
+    result = (read_results(run_dir) or [{}])[-1]
     label = result.get("dataset") or run_dir.resolve().parent.name
     version = version or default_version(label, "sasrec" if kind == "sasrec" else "")
     metrics = result.get("metrics", {})
