@@ -70,6 +70,13 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
         "baselines", [*SASREC, "-d", dataset, "-p", "loo", "--preset", "tuned", "--patience",
                       "12", "--name", "sasrec-loo-rectools-batch4096"])
        for dataset in ("sports", "beauty")},
+    # the tuned SASRec's own seed spread, the bar SEATER's seeds are held to: fit only (the
+    # loo protocol without refit), each seed its own run folder, never a SEATER teacher
+    **{f"sasrec-{dataset}-rectools-batch4096-s{seed}": (
+        "baselines", ["seater", "train", "sasrec", "--reports-dir", "reports", "-d", dataset,
+                      "-p", "loo", "--no-refit", "--preset", "tuned", "--patience", "12",
+                      "--seed", str(seed), "--name", f"sasrec-loo-rectools-batch4096-s{seed}"])
+       for dataset in ("sports", "beauty") for seed in (1, 2)},
     "sasrec-yelp-seater-tuned": ("baselines", [
         "seater", "train", "sasrec", "--reports-dir", "reports", "-d", "yelp", "-p", "seater",
         "--preset", "tuned", "--patience", "12", "--name", "sasrec-seater-tuned"]),

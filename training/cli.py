@@ -92,7 +92,8 @@ class TrainArgs(Options):
     lr: Annotated[float | None, typer.Option(
         "--lr", help="Adam learning rate (default: 0.001).")] = None
     seed: Annotated[int | None, typer.Option(
-        "--seed", help="Seed for splits, init, sampling (default: 0).")] = None
+        "--seed", help="Seed for init, sampling and batch order (default: 0); the seater "
+        "protocol's user split keeps its own, --set split_seed=N.")] = None
     device: Annotated[str | None, typer.Option(
         "--device", help="auto, cpu, cuda, cuda:1 ... (default: auto).")] = None
     threads: Annotated[int | None, typer.Option(
