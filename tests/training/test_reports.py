@@ -1,7 +1,7 @@
 import json
 import subprocess
 
-from training.reports import git_commit, update_quality_report
+from training.reports import _cpu_model, git_commit, update_quality_report
 
 
 def entry(key, recall):
@@ -45,3 +45,15 @@ def test_commit_is_dirty_for_code_changes_but_not_for_report_files(tmp_path):
     assert git_commit(tmp_path) == sha
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_commit(tmp_path) == sha + "-dirty"
+
+
+def test_the_cpu_model_is_the_first_processors_family_and_model(tmp_path):
+    """Hosts that print the same "model name" run different kernels by generation."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n"
+                       "model\t\t: 17\nmodel name\t: AMD EPYC\n\n"
+                       "processor\t: 1\ncpu family\t: 23\nmodel\t\t: 49\n")
+    assert _cpu_model(cpuinfo) == "family 25 model 17"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: some ARM core\n")
+    assert _cpu_model(cpuinfo) == ""
+    assert _cpu_model(tmp_path / "absent") == ""
