@@ -111,8 +111,9 @@ def test_seater_is_also_compared_with_the_strongest_sasrec():
 
 
 def test_no_pairs_no_findings():
+    # a dataset without published anchors: a lone SASRec row has nothing to be read against
     assert findings([row("sasrec", "ss-d64-L1-h1-len50-neg256-sequence", 0.08, 0.05, **SASREC)],
-                    "beauty") == ""
+                    "ml-1m") == ""
 
 
 def test_seeds_of_one_configuration_give_mean_and_std_against_the_strongest_sasrec():
@@ -164,6 +165,26 @@ def test_a_seeded_sasrec_bar_is_its_seeds_mean_and_the_gap_gets_a_verdict():
     text = findings(seeds + students + [sasrec(0, 0.0830, 0.0400, init="xavier")], "beauty")
     assert "vs SASRec RecTools-style: recall@10 +10.8%, ndcg@10 +30.0%." in text
     assert "vs SASRec seed 2" not in text
+
+
+def test_the_sasrec_bar_and_the_strongest_seater_are_read_against_the_published_anchors():
+    def seeded(kind: str, seed: int, r10: float, n10: float, **config) -> dict:
+        return row(kind, f"s{seed}", r10, n10, **config, train={"epochs": 200, "seed": seed})
+
+    runs = [seeded("sasrec", 0, 0.0900, 0.0520, **SASREC),
+            seeded("sasrec", 1, 0.0940, 0.0540, **SASREC),
+            seeded("seater", 0, 0.0950, 0.0560, **SEATER),
+            seeded("seater", 0, 0.0800, 0.0500, **{**SEATER, "tree": {"ids": "kmeans"}}),
+            row("seater", "r", 0.2, 0.2, refit=True, **SEATER)]  # refit: not comparable
+    text = findings(runs, "beauty")
+    # SASRec mean .0920 / .0921 (SASRec+SS) - 1 = -0.1%, .0530 / .0531 - 1 = -0.2%
+    assert ("- SASRec (2 seeds, mean) vs SASRec+SS (eSASRec study, published): recall@10 "
+            "0.0920 vs 0.0921 (-0.1%), ndcg@10 0.0530 vs 0.0531 (-0.2%).") in text
+    # best published per metric: R@10 eSASRec .0928, N@10 SASRec+SS .0531
+    assert ("- Strongest SEATER configuration, SEATER balanced (1 seed), vs the best published "
+            "figure of each metric (recall@10 eSASRec, ndcg@10 SASRec+SS): recall@10 0.0950 vs "
+            "0.0928 (+2.4%), ndcg@10 0.0560 vs 0.0531 (+5.5%).") in text
+    assert "published" not in findings(runs, "yelp")  # no anchors for it
 
 
 def test_seeded_arms_are_compared_pairwise_with_a_verdict():
