@@ -224,7 +224,8 @@ def sasrec_bar(runs: list[dict[str, Any]], refit: bool,
 
 def _mean_sd(ms: list[dict[str, float]], metric: str) -> tuple[float, float]:
     values = [m[metric] for m in ms]
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return float(np.mean(values)), sd
 
 
 def seed_means(runs: list[dict[str, Any]], view: View = LOO) -> list[str]:
