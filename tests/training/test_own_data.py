@@ -293,6 +293,21 @@ def test_evaluate_and_export_name_the_right_problem(runs, tmp_path):
                           "tree.npz")
 
 
+def test_a_run_whose_result_json_is_unreadable_still_exports(runs, tmp_path):
+    """The bundle's metrics are a record, not what it serves: a truncated result.json (a
+    run killed while writing it) leaves them blank instead of stopping the export."""
+    import shutil
+
+    run = tmp_path / "log" / "sasrec-loo"
+    shutil.copytree(runs / "sasrec-loo", run)
+    (run / "result.json").write_text('[{"key": ')
+    res = invoke("export", "--run", str(run), "--out", str(tmp_path / "out"))
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((Path(res.stdout.strip()) / "manifest.json").read_text())
+    assert manifest["metrics"] == {}
+    assert Path(res.stdout.strip()).name.startswith("log-sasrec-")  # named after its folder
+
+
 def test_evaluate_from_another_folder_finds_a_relatively_named_dataset(log_csv, tmp_path,
                                                                        monkeypatch):
     monkeypatch.chdir(log_csv.parent)
