@@ -208,24 +208,29 @@ def seed_groups(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, float]]]
     return groups
 
 
-def sasrec_bar(runs: list[dict[str, Any]], refit: bool,
-               view: View = LOO) -> tuple[str, list[dict[str, float]]] | None:
-    """The bar SEATER is held to: the SASRec configuration (early-stopped, or refit) with
-    the highest mean of the view's first metric over its seeds, and those seeds' metrics.
-    By the mean, so a configuration run with several seeds is not judged by its luckiest."""
-    metric = view.compared[0]
-    sasrecs = {name: ms for name, ms in seed_groups(runs).items()
-               if name.startswith("SASRec") and name.endswith("(refit)") == refit}
-    if not sasrecs:
-        return None
-    name = max(sasrecs, key=lambda k: float(np.mean([m[metric] for m in sasrecs[k]])))
-    return name, sasrecs[name]
-
-
 def _mean_sd(ms: list[dict[str, float]], metric: str) -> tuple[float, float]:
     values = [m[metric] for m in ms]
     sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     return float(np.mean(values)), sd
+
+
+def _refit(name: str) -> bool:
+    """Whether a group's label (budgeted or not) is a refit configuration's."""
+    return name.removesuffix(" *").endswith("(refit)")
+
+
+def strongest(runs: list[dict[str, Any]], model: str, refit: bool,
+              view: View = LOO) -> tuple[str, list[dict[str, float]]] | None:
+    """The ``model`` ("SASRec" or "SEATER") configuration, early-stopped or refit, with the
+    highest mean of the view's first metric over its seeds, and those seeds' metrics. By the
+    mean, so a configuration run with several seeds is not judged by its luckiest; for
+    SASRec this is the bar SEATER is held to."""
+    groups = {name: ms for name, ms in seed_groups(runs).items()
+              if name.startswith(model) and _refit(name) == refit}
+    if not groups:
+        return None
+    name = max(groups, key=lambda k: _mean_sd(groups[k], view.compared[0])[0])
+    return name, groups[name]
 
 
 def seed_means(runs: list[dict[str, Any]], view: View = LOO) -> list[str]:
@@ -233,7 +238,7 @@ def seed_means(runs: list[dict[str, Any]], view: View = LOO) -> list[str]:
     SEATER's against the SASRec bar of the same protocol (fit or refit), and where the bar
     has seeds too, whether the difference of the means clears the noise of both (a Welch
     95% interval with the smaller group's degrees of freedom, which errs wide)."""
-    bars = {refit: sasrec_bar(runs, refit, view) for refit in (False, True)}
+    bars = {refit: strongest(runs, "SASRec", refit, view) for refit in (False, True)}
     lines = []
     for name, ms in sorted(seed_groups(runs).items()):
         if len(ms) < 2 or not name.startswith(("SEATER", "SASRec")):
@@ -241,7 +246,7 @@ def seed_means(runs: list[dict[str, Any]], view: View = LOO) -> list[str]:
         stats = {c: _mean_sd(ms, c) for c in view.compared}
         text = ", ".join(f"{c} {mu:.4f} ± {sd:.4f}" for c, (mu, sd) in stats.items())
         line = f"- {name}, {len(ms)} seeds: {text}"
-        bar = bars[name.removesuffix(" *").endswith("(refit)")]
+        bar = bars[_refit(name)]
         if bar and name.startswith("SEATER"):
             theirs, their_ms = bar
             parts = []
@@ -352,22 +357,21 @@ def published_lines(runs: list[dict[str, Any]], dataset: str, view: View = LOO) 
         return []
     metrics = tuple(m for m in view.compared if all(m in p for p in published.values()))
     lines = []
-    bar = sasrec_bar(runs, refit=False, view=view)
+    bar = strongest(runs, "SASRec", refit=False, view=view)
     if bar:
         name, ms = bar
         mean = {m: _mean_sd(ms, m)[0] for m in metrics}
         lines.append(f"- {name} ({_seeds(len(ms))}) vs SASRec+SS "
                      f"(eSASRec study, published): "
                      f"{_side_by_side(mean, published['SASRec+SS'], metrics)}.")
-    seaters = {k: ms for k, ms in seed_groups(runs).items()
-               if k.startswith("SEATER") and not k.removesuffix(" *").endswith("(refit)")}
-    if seaters:
-        name = max(seaters, key=lambda k: _mean_sd(seaters[k], metrics[0])[0])
-        mean = {m: _mean_sd(seaters[name], m)[0] for m in metrics}
+    seater = strongest(runs, "SEATER", refit=False, view=view)
+    if seater:
+        name, ms = seater
+        mean = {m: _mean_sd(ms, m)[0] for m in metrics}
         best = {m: max(p[m] for p in published.values()) for m in metrics}
         whose = ", ".join(f"{m} {max(published, key=lambda k: published[k][m])}"
                           for m in metrics)
-        lines.append(f"- Strongest SEATER configuration, {name} ({_seeds(len(seaters[name]))}), "
+        lines.append(f"- Strongest SEATER configuration, {name} ({_seeds(len(ms))}), "
                      "vs the best published "
                      f"figure of each metric ({whose}): {_side_by_side(mean, best, metrics)}.")
     return lines
@@ -480,7 +484,7 @@ def plots(runs: list[dict[str, Any]], dataset: str, fig_dir: Path,
                 h, label=recall)
         ax.barh([y + h / 2 for y in ys], [r["metrics"]["test"][ndcg] for r in seater],
                 h, label=ndcg)
-        bar = sasrec_bar(runs, refit=False, view=view)  # early-stopped, its seeds' mean
+        bar = strongest(runs, "SASRec", refit=False, view=view)  # early-stopped, seeds' mean
         if bar is not None:
             for metric, color in ((recall, "C0"), (ndcg, "C1")):
                 ax.axvline(_mean_sd(bar[1], metric)[0], ls="--", c=color, lw=1,
