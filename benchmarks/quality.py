@@ -197,15 +197,39 @@ EXPERIMENTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+# --- refits alone (`--refit-epochs`): a seeded fit experiment's refit on train+validation
+# for the best epoch its fit row in reports/quality/<dataset>.json reached (the test holds
+# each count to that row), seeded afresh as a full --refit run's refit is: one training per
+# refit instead of a fit and a refit. A SEATER one is taught by its SASRec run's refit.
+FIT_BEST_EPOCH = {
+    **{f"sasrec-beauty-rectools-batch4096-s{seed}": best for seed, best in ((1, 57), (2, 46))},
+    **{f"seater-beauty-tuned-distill1-top4-s{seed}": best
+       for seed, best in ((0, 35), (1, 29), (2, 40))},
+    "seater-sports-tuned-distill1-top4-s0": 28,
+}
+
+
+def refit_alone(cmd: list[str], best_epoch: int) -> list[str]:
+    """A fit experiment's command as its refit alone, in a run folder of its own."""
+    out = [arg for arg in cmd if arg != "--no-refit"]
+    at = out.index("--name") + 1
+    out[at] += "-refit-alone"
+    return [*out, "--refit", "--refit-epochs", str(best_epoch)]
+
+
+EXPERIMENTS.update({f"{name}-refit-alone": (EXPERIMENTS[name][0],
+                                            refit_alone(EXPERIMENTS[name][1], best))
+                    for name, best in FIT_BEST_EPOCH.items()})
+
 FIT = "fit/item_emb.npy"  # in a SASRec run folder: its finished fit, what SEATER reads
 
 
 def outputs(cmd: list[str]) -> list[str]:
     """What a command leaves for others to build on: a SASRec run's finished fit (its item
     embeddings, which SEATER's tree, initialisation and teacher read) or the indexer's
-    codes, as paths relative to the project."""
+    codes, as paths relative to the project. A refit alone has no fit: nothing."""
     dataset = option_value(cmd, "-d")
-    if cmd[:3] == ["seater", "train", "sasrec"]:
+    if cmd[:3] == ["seater", "train", "sasrec"] and "--refit-epochs" not in cmd:
         # the run's own folder-name rule; imported here, so `--list` does not load torch
         from training.sasrec.pipeline import SASRecRun
 

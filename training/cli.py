@@ -71,11 +71,16 @@ class RunArgs(Options):
     refit: Annotated[bool | None, typer.Option(
         "--refit/--no-refit", help="loo only: after early stopping, retrain on "
         "train+validation for the best number of epochs, then test (default: no).")] = None
+    refit_epochs: Annotated[int | None, typer.Option(
+        "--refit-epochs", help="With --refit: skip the early-stopped fit and refit for N "
+        "epochs, the best epoch of an earlier fit of the same settings (its report row); "
+        "the run reports the refit only (default: 0, fit first).")] = None
 
     def flags(self) -> dict[str, Any]:
         """As config flags (``None`` = not given); ``--config`` is read by ``build``."""
         return {"dataset": _dataset_spec(self.dataset), **self.data.flags(),
-                "protocol": self.protocol, "refit": self.refit, "preset": self.preset}
+                "protocol": self.protocol, "refit": self.refit,
+                "refit_epochs": self.refit_epochs, "preset": self.preset}
 
 
 @dataclass(frozen=True)
@@ -152,8 +157,12 @@ def _print_result(entries: list[dict[str, Any]]) -> None:
         m = e["metrics"]["test"]
         cols = ("recall@10", "ndcg@10") if e["protocol"]["protocol"] == "loo" else (
             "recall@50", "hr@50", "ndcg@50")
-        refit = e["protocol"].get("refit_on_validation")
-        what = "refit" if refit else f"fit, best epoch {e['best_epoch']} of {e['epochs_run']}"
+        if not e["protocol"].get("refit_on_validation"):
+            what = f"fit, best epoch {e['best_epoch']} of {e['epochs_run']}"
+        elif e.get("refit_epochs"):
+            what = f"refit, {e['refit_epochs']} epochs as given"
+        else:
+            what = "refit"
         values = "  ".join(f"{c} {m[c]:.4f}" for c in cols if c in m)
         typer.echo(f"{e['key']} ({what}): test {values}")
     if entries:

@@ -61,5 +61,10 @@ def check_run(cfg: Any) -> None:
     check_train(cfg.train)
     if cfg.refit and cfg.protocol != "loo":
         raise ConfigError("--refit applies to the loo protocol only (-p loo)")
+    if cfg.refit_epochs < 0:
+        raise ConfigError(f"refit_epochs must be >= 0, got {cfg.refit_epochs} (--refit-epochs)")
+    if cfg.refit_epochs and not cfg.refit:
+        raise ConfigError(f"--refit-epochs {cfg.refit_epochs} skips the fit and refits on "
+                          "train+validation for that many epochs: add --refit")
     if cfg.data.min_interactions < 1:
         raise ConfigError(f"data.min_interactions must be >= 1, got {cfg.data.min_interactions}")

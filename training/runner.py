@@ -45,6 +45,9 @@ class RunSettings:
     dataset: str = "beauty"
     protocol: Literal["loo", "seater"] = "loo"
     refit: bool = False
+    # > 0 (with refit): skip the early-stopped fit and refit for this many epochs, the best
+    # epoch of an earlier fit of the same settings (a refit then costs one training, not two)
+    refit_epochs: int = 0
     exclude_seen: Literal["auto", "yes", "no"] = "auto"
     out_dir: str = "runs"
     name: str = ""
@@ -56,6 +59,13 @@ class RunSettings:
     # among its test users
     split_seed: int = 0
     data: DataOptions = field(default_factory=DataOptions)
+
+    def stages(self) -> tuple[str, ...]:
+        """What this run trains: the early-stopped fit, its refit on train+validation, or
+        (``refit_epochs``) the refit alone."""
+        if self.refit_epochs:
+            return ("refit",)
+        return ("fit", "refit") if self.refit else ("fit",)
 
     def excludes_seen(self) -> bool:
         """``auto``: exclude history items under loo (Amazon has no repeats; the standard
@@ -131,16 +141,18 @@ def finish_run(run: Run, entries: list[dict[str, Any]], reports_dir: str = "") -
 
 @dataclass
 class Outcome:
-    """What a fit produced. ``task`` is the final model (the refit one when refitting)."""
+    """What a run produced. ``task`` is the final model (the refit one when refitting);
+    ``fit``, ``valid`` and ``test`` are None when the fit was skipped (``refit_epochs``)."""
 
     task: Task
     split: Split
-    fit: TrainResult
-    valid: EvalResult
-    test: EvalResult
+    fit: TrainResult | None = None
+    valid: EvalResult | None = None
+    test: EvalResult | None = None
     refit: TrainResult | None = None
     refit_split: Split | None = None
     refit_test: EvalResult | None = None
+    refit_epochs: int = 0  # > 0: the refit's epoch count was given, not found by a fit
     commit: str = ""  # the code the run started from (HEAD may move during hours of training)
 
 
@@ -156,34 +168,45 @@ def fit_and_test(
     extra_state: dict[str, Any],
     on_fit: Callable[[Task], None] | None = None,
     split_seed: int = 0,
+    refit_epochs: int = 0,
 ) -> Outcome:
     """``build_task(train_sequences, stage)`` must return a fresh, seeded model's task for
     ``stage`` ("fit", then "refit" when there is one).
 
     ``on_fit`` runs after early stopping, before any refit (e.g. to export the fit's
-    embeddings, which saw no validation targets).
+    embeddings, which saw no validation targets). ``refit_epochs`` > 0 (with ``refit``)
+    skips the fit and refits for that many epochs: the refit is seeded afresh, so with
+    an earlier fit's best epoch it is the refit that fit would have been followed by.
     """
+    if refit_epochs and not refit:
+        raise ValueError("refit_epochs skips the fit for a refit: it needs refit")
     commit = git_commit()
     split = make_split(data, protocol, seed=split_seed)
-    seed_everything(cfg.seed)
-    task = build_task(split.train, "fit")
-    fit = train(task, split.valid, cfg, run_dir / "fit", resume=resume,
-                exclude_seen=exclude_seen, extra_state=extra_state)
     kw = {"exclude_seen": exclude_seen, "progress": cfg.progress, "seed": cfg.seed,
           "batch_size": cfg.eval_batch_size, "max_users": cfg.final_eval_users}
-    out = Outcome(task=task, split=split, fit=fit,
-                  valid=evaluate(task, split.valid, desc="valid", **kw),
-                  test=evaluate(task, split.test, desc="test", **kw), commit=commit)
-    if on_fit:
-        on_fit(task)
+    out: Outcome | None = None
+    if not refit_epochs:
+        seed_everything(cfg.seed)
+        task = build_task(split.train, "fit")
+        fit = train(task, split.valid, cfg, run_dir / "fit", resume=resume,
+                    exclude_seen=exclude_seen, extra_state=extra_state)
+        out = Outcome(task=task, split=split, fit=fit,
+                      valid=evaluate(task, split.valid, desc="valid", **kw),
+                      test=evaluate(task, split.test, desc="test", **kw), commit=commit)
+        if on_fit:
+            on_fit(task)
     if refit:
         # Same seed and epoch count as the early-stopped fit, one more item per user.
-        out.refit_split = make_split(data, protocol, seed=split_seed, refit=True)
+        refit_split = make_split(data, protocol, seed=split_seed, refit=True)
         seed_everything(cfg.seed)
-        out.task = build_task(out.refit_split.train, "refit")
-        out.refit = train(out.task, out.refit_split.valid, cfg, run_dir / "refit",
-                          resume=resume, extra_state=extra_state, fixed_epochs=fit.best_epoch)
-        out.refit_test = evaluate(out.task, out.refit_split.test, desc="test", **kw)
+        task = build_task(refit_split.train, "refit")
+        epochs = refit_epochs or (out.fit.best_epoch if out and out.fit else 0)
+        result = train(task, refit_split.valid, cfg, run_dir / "refit", resume=resume,
+                       extra_state=extra_state, fixed_epochs=epochs)
+        out = out or Outcome(task=task, split=split, refit_epochs=refit_epochs, commit=commit)
+        out.task, out.refit, out.refit_split = task, result, refit_split
+        out.refit_test = evaluate(task, refit_split.test, desc="test", **kw)
+    assert out is not None
     return out
 
 
@@ -199,8 +222,13 @@ def report_entries(
     device: torch.device,
     extra: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """One entry for the early-stopped fit, and one for the refit when there is one."""
+    """One entry for the early-stopped fit, and one for the refit when there is one. A
+    refit whose epoch count was given (no fit ran) reports its own epochs and speed, and
+    the count as ``refit_epochs``."""
     prov = provenance(out.commit)
+    trained = out.fit or out.refit  # whose epochs and speed the entries report
+    assert trained is not None
+    valid = out.valid.metrics if out.valid else {}
 
     def entry(split: Split, test: EvalResult, train_seconds: float, name: str) -> dict[str, Any]:
         return {
@@ -210,16 +238,18 @@ def report_entries(
             "dataset": data.name,
             "protocol": {**split.describe(), "exclude_seen": exclude_seen,
                          "max_history": max_history},
-            "metrics": {"valid": out.valid.metrics, "test": test.metrics},
-            "eval_users": {"valid": out.valid.n_users, "test": test.n_users},
+            "metrics": {"valid": valid, "test": test.metrics},
+            "eval_users": {"valid": out.valid.n_users if out.valid else 0,
+                           "test": test.n_users},
             "seed": split.seed if split.protocol == "seater" else config["train"]["seed"],
-            "epochs_run": out.fit.epochs_run,
-            "best_epoch": out.fit.best_epoch,
+            "epochs_run": trained.epochs_run,
+            "best_epoch": trained.best_epoch,
+            **({"refit_epochs": out.refit_epochs} if out.refit_epochs else {}),
             "train_seconds": round(train_seconds, 1),
             "throughput": {
-                "train_examples_per_s": round(out.fit.examples_per_s, 1),
+                "train_examples_per_s": round(trained.examples_per_s, 1),
                 # per second of process CPU (all its threads): unaffected by other jobs
-                "train_examples_per_cpu_s": round(out.fit.examples_per_cpu_s, 1),
+                "train_examples_per_cpu_s": round(trained.examples_per_cpu_s, 1),
                 "eval_users_per_s": round(test.users_per_s, 1),
             },
             "command": prov["command"],
@@ -231,8 +261,11 @@ def report_entries(
             **(extra or {}),
         }
 
-    entries = [entry(out.split, out.test, out.fit.train_seconds, variant)]
+    entries = []
+    if out.fit is not None and out.test is not None:
+        entries.append(entry(out.split, out.test, out.fit.train_seconds, variant))
     if out.refit is not None and out.refit_split is not None and out.refit_test is not None:
+        fit_seconds = out.fit.train_seconds if out.fit else 0.0
         entries.append(entry(out.refit_split, out.refit_test,
-                             out.fit.train_seconds + out.refit.train_seconds, variant + "-refit"))
+                             fit_seconds + out.refit.train_seconds, variant + "-refit"))
     return entries

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from benchmarks import quality
 from benchmarks.common import option_value
-from benchmarks.quality import EXPERIMENTS, FIT, missing_inputs, writers
+from benchmarks.quality import EXPERIMENTS, FIT, FIT_BEST_EPOCH, missing_inputs, writers
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def option(cmd: list[str], flag: str, default: str | None = None) -> str | None:
@@ -53,6 +56,35 @@ def test_distilled_arms_of_a_dataset_share_one_epoch_budget():
     assert set(budgets) == {"beauty", "sports", "yelp"}
     assert all(len(b) == 1 for b in budgets.values()), budgets
 
+
+def test_a_refit_alone_runs_for_the_best_epoch_of_its_fits_committed_row():
+    """The epoch count is the fit row's, read here from the report it was filed in, and
+    the command is the fit's with the refit asked and a run folder of its own."""
+    assert FIT_BEST_EPOCH
+    for name, best in FIT_BEST_EPOCH.items():
+        fit = EXPERIMENTS[name][1]
+        dataset, run_name = option(fit, "-d"), option(fit, "--name")
+        report = json.loads((ROOT / "reports" / "quality" / f"{dataset}.json").read_text())
+        rows = [r for r in report["runs"] if r["run_dir"] == f"runs/{dataset}/{run_name}"
+                and not r["protocol"]["refit_on_validation"]]
+        assert [r["best_epoch"] for r in rows] == [best], name
+        alone = EXPERIMENTS[f"{name}-refit-alone"][1]
+        assert option(alone, "--name") == f"{run_name}-refit-alone"
+        assert alone[-3:] == ["--refit", "--refit-epochs", str(best)]
+        assert "--no-refit" not in alone
+        assert quality.outputs(alone) == []  # no fit: nothing SEATER could build on
+
+
+def test_a_distilled_refit_is_taught_by_a_sasrec_experiment_that_refits():
+    """SEATER's refit distils the SASRec's refit: the run refuses a SASRec without one,
+    so the experiment that writes its SASRec run must refit."""
+    folders = sasrec_run_folders()
+    refits = [(name, cmd) for name, (_, cmd) in EXPERIMENTS.items()
+              if cmd[:3] == ["seater", "train", "seater"] and "--refit" in cmd
+              and any(a.startswith("losses.lambda_distill=") for a in cmd)]
+    assert any("--refit-epochs" in cmd for _, cmd in refits)
+    for name, cmd in refits:
+        assert "--refit" in EXPERIMENTS[folders[option(cmd, "--sasrec-run")]][1], name
 
 def test_an_experiment_whose_inputs_nothing_has_written_is_refused_naming_the_writer(tmp_path):
     student = "seater-beauty-tuned-distill1-top4-s1"

@@ -88,7 +88,7 @@ def run_sasrec(cfg: SASRecRun, resume: bool = True, data: InteractionData | None
         build, data, cfg.protocol, cfg.train, run.dir, cfg.refit, cfg.excludes_seen(), resume,
         extra, on_fit=lambda task: run.main and save_sasrec(run.dir / "fit", task.model, data,
                                                                extra),
-        split_seed=cfg.split_seed,
+        split_seed=cfg.split_seed, refit_epochs=cfg.refit_epochs,
     )
     entries = report_entries(out, "sasrec", variant_name(cfg), data, cfg.excludes_seen(),
                              cfg.model.max_len, asdict(cfg), run.dir, run.device)

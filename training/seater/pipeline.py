@@ -89,7 +89,8 @@ def sasrec_embeddings(cfg: SeaterRun, data: InteractionData) -> tuple[np.ndarray
     path = folder / "fit" / "item_emb.npy"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --sasrec-run must be a folder written by "
-                                "`seater train sasrec` (it has fit/item_emb.npy)")
+                                "`seater train sasrec` with its fit (fit/item_emb.npy; a "
+                                "--refit-epochs run skips the fit and has none)")
     conf = folder / "config.json"
     if conf.is_file():
         check_same_split(cfg, folder, json.loads(conf.read_text()))
@@ -373,7 +374,7 @@ def run_seater(cfg: SeaterRun, resume: bool = True, data: InteractionData | None
         if sasrec_folder is None:
             raise ConfigError("losses.lambda_distill > 0 distils a SASRec run: pass "
                               "--sasrec-run or train one on this dataset first")
-        for stage in ("fit", "refit") if cfg.refit else ("fit",):
+        for stage in cfg.stages():
             teacher_checkpoint(sasrec_folder, stage)  # no refit to teach: say so before work
         log.info("distilling from %s (weight %g, temperature %g)", sasrec_folder,
                  cfg.losses.lambda_distill, cfg.losses.distill_temperature)
@@ -391,7 +392,8 @@ def run_seater(cfg: SeaterRun, resume: bool = True, data: InteractionData | None
                           exclude_seen=cfg.excludes_seen())
 
     out = fit_and_test(build, data, cfg.protocol, cfg.train, run_dir, cfg.refit,
-                       cfg.excludes_seen(), resume, extra, split_seed=cfg.split_seed)
+                       cfg.excludes_seen(), resume, extra, split_seed=cfg.split_seed,
+                       refit_epochs=cfg.refit_epochs)
     entries = report_entries(
         out, "seater", variant_name(cfg), data, cfg.excludes_seen(), cfg.model.max_len,
         asdict(cfg), run_dir, run.device,
