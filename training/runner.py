@@ -152,7 +152,6 @@ class Outcome:
     refit: TrainResult | None = None
     refit_split: Split | None = None
     refit_test: EvalResult | None = None
-    refit_epochs: int = 0  # > 0: the refit's epoch count was given, not found by a fit
     commit: str = ""  # the code the run started from (HEAD may move during hours of training)
 
 
@@ -203,7 +202,7 @@ def fit_and_test(
         epochs = refit_epochs or (out.fit.best_epoch if out and out.fit else 0)
         result = train(task, refit_split.valid, cfg, run_dir / "refit", resume=resume,
                        extra_state=extra_state, fixed_epochs=epochs)
-        out = out or Outcome(task=task, split=split, refit_epochs=refit_epochs, commit=commit)
+        out = out or Outcome(task=task, split=split, commit=commit)
         out.task, out.refit, out.refit_split = task, result, refit_split
         out.refit_test = evaluate(task, refit_split.test, desc="test", **kw)
     assert out is not None
@@ -244,7 +243,8 @@ def report_entries(
             "seed": split.seed if split.protocol == "seater" else config["train"]["seed"],
             "epochs_run": trained.epochs_run,
             "best_epoch": trained.best_epoch,
-            **({"refit_epochs": out.refit_epochs} if out.refit_epochs else {}),
+            # a refit alone: its epoch count was given, not found by a fit
+            **({"refit_epochs": trained.epochs_run} if out.fit is None else {}),
             "train_seconds": round(train_seconds, 1),
             "throughput": {
                 "train_examples_per_s": round(trained.examples_per_s, 1),
