@@ -61,7 +61,6 @@ D, K, BEAM, N_OUT = 64, 16, 50, 10
 ITEMS_PER_CENTRE = 1000
 NOISE = 0.5
 MAX_HISTORY = 50
-ONNX_PROTO_LIMIT = 2**31  # bytes: one ONNX protobuf cannot hold more
 BATCHES = (1, 64)
 QUERY_SETS = {
     "encoder_queries": "user vectors of the untrained SASRec encoder on held-out histories: "
@@ -348,33 +347,56 @@ def repeats(n: int, quick: bool) -> dict[int, int]:
 
 
 # ------------------------------------------------------------------ one size
-def cannot_run(n: int, done: list[dict[str, Any]], budget_s: float, elapsed_s: float
-               ) -> str | None:
-    """Why size ``n`` cannot be run here, from the sizes already measured; None if it can."""
+def cannot_run(n: int, done: list[dict[str, Any]], budget_s: float, elapsed_s: float,
+               available_mb: float | None) -> str | None:
+    """Why size ``n`` cannot be run here, from the sizes already measured; None if it can.
+
+    Time and memory are scaled linearly in the catalogue from the largest size measured
+    in this run (its wall time; the growth of this process's peak RSS across it), against
+    the budget left and the memory the machine has available now."""
     reasons = []
-    table = n * D * 4
-    if table >= ONNX_PROTO_LIMIT:
-        reasons.append(
-            f"the dense baseline's exporter (training.sasrec.export) writes the item table "
-            f"inside encoder.onnx (external_data=False): {n:,} x {D} float32 = "
-            f"{table / 1e9:.2f} GB, above the {ONNX_PROTO_LIMIT / 2**30:.0f} GiB an ONNX "
-            "protobuf can hold, so there is no dense bundle to compare with")
     measured = [r for r in done if "seconds" in r]
     if measured:
         last = measured[-1]
-        estimate = last["seconds"] * n / last["n_items"]
+        scale = n / last["n_items"]
+        estimate = last["seconds"] * scale
         if elapsed_s + estimate > budget_s:
             reasons.append(
                 f"time: the {last['n_items']:,}-item size took {last['seconds']:.0f} s; "
                 f"scaled linearly, {n:,} items would take ~{estimate / 60:.0f} min, beyond "
                 f"this run's budget (--budget-minutes {budget_s / 60:.0f}, "
                 f"{elapsed_s / 60:.0f} min spent)")
+        grew = last.get("peak_rss_mb_grown")
+        if grew is not None and available_mb is not None and grew * scale > available_mb:
+            reasons.append(
+                f"memory: the {last['n_items']:,}-item size grew this process's peak RSS by "
+                f"{grew:,.0f} MB; scaled linearly, {n:,} items need ~{grew * scale:,.0f} MB, "
+                f"more than the {available_mb:,.0f} MB available")
     return "; ".join(reasons) or None
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set so far (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def available_memory_mb() -> float | None:
+    """``MemAvailable`` from /proc/meminfo; None where there is none."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def run_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    started = time.perf_counter()
-    row: dict[str, Any] = {"n_items": n, "load_average_at_start": load_average()}
+    started, rss_before = time.perf_counter(), peak_rss_mb()
+    row: dict[str, Any] = {"n_items": n, "load_average_at_start": load_average(),
+                           "available_memory_mb_at_start": available_memory_mb()}
     x, which, centres = mixture(n, args.seed)
     row["items"] = {"d": D, "centres": int(which.max() + 1), "noise": NOISE,
                     "scale": f"1/sqrt({D})"}
@@ -417,6 +439,10 @@ def run_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     for engine in engines.values():
         engine.close()
     row["load_average_at_end"] = load_average()
+    # what this size took beyond the sizes before it: the data, both exports, the two
+    # engines, FAISS and a brute-force B=64 score matrix, all in this one process
+    row["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    row["peak_rss_mb_grown"] = round(row["peak_rss_mb"] - rss_before, 1)
     row["seconds"] = round(time.perf_counter() - started, 1)
     return row
 
@@ -485,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "same_for_every_system": True}
             for n in sizes:
                 why = cannot_run(n, rows, 60 * args.budget_minutes,
-                                 time.perf_counter() - started)
+                                 time.perf_counter() - started, available_memory_mb())
                 if why:
                     rows.append({"n_items": n, "skipped": why})
                     print(f"n={n:,}: skipped: {why}", flush=True)

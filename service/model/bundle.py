@@ -33,8 +33,9 @@ import numpy as np
 from indexer.tree import IdTree
 from service.model.catalog import Catalog, CatalogError
 
-BUNDLE_FORMAT_VERSIONS = (1,)
 SEATER, DENSE = "seater", "dense"
+# the formats this service reads, per kind (dense 2: the item table an encoder input)
+BUNDLE_FORMAT_VERSIONS = {SEATER: (1,), DENSE: (1, 2)}
 REQUIRED_FILES = {
     SEATER: ("encoder.onnx", "decoder.onnx", "tree.npz", "items.json", "embeddings.npy"),
     DENSE: ("encoder.onnx", "item_emb.npy", "items.json"),
@@ -73,15 +74,16 @@ class Manifest:
         ]
         if missing:
             raise BundleError(f"{path}: missing field(s) {missing}")
-        if data["format_version"] not in BUNDLE_FORMAT_VERSIONS:
-            raise BundleError(
-                f"{path}: bundle format {data['format_version']!r}, this service reads "
-                f"{list(BUNDLE_FORMAT_VERSIONS)}"
-            )
         kind = data.get("kind") or SEATER
         if kind not in REQUIRED_FILES:
             known = list(REQUIRED_FILES)
             raise BundleError(f"{path}: unknown bundle kind {kind!r}; known: {known}")
+        if data["format_version"] not in BUNDLE_FORMAT_VERSIONS[kind]:
+            raise BundleError(
+                f"{path}: {kind} bundle format {data['format_version']!r}, this service "
+                f"reads {list(BUNDLE_FORMAT_VERSIONS[kind])}: re-export it with this "
+                "version's `seater export`"
+            )
         return cls(
             format_version=int(data["format_version"]),
             model_version=str(data["model_version"]),

@@ -2,8 +2,9 @@
 
 Served by exactly the stack SEATER uses (routes, micro-batcher, cache, metrics), so the
 two can be load-tested side by side: only the engine differs. ``encode`` runs the
-bundle's ``encoder.onnx`` (history item indices -> user vector, a
-:class:`~service.model.engine.UserVector` state the cache stores like any other).
+bundle's ``encoder.onnx`` (history item indices and, from bundle format 2 on, the item
+table -> user vector, a :class:`~service.model.engine.UserVector` state the cache stores
+like any other).
 ``search`` scores the micro-batch with one ``[B, d] x [d, n_items]`` matmul, masks each
 request's exclusions and filters, and takes the top-n with ``argpartition``; ties go to the lower
 item index, so an answer never varies between calls (offline evaluation breaks ties in a
@@ -16,13 +17,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import onnxruntime as ort
 
 from service.model.base import BundleEngine, describe
 from service.model.bundle import DenseBundle
 from service.model.engine import SearchHit, UserVector
 from service.model.sessions import RuntimeOptions, open_session
 
-ENCODER_INPUTS = {"history"}
+# the encoder's inputs by bundle format: 1 held the item table inside the graph
+ENCODER_INPUTS = {1: {"history"}, 2: {"history", "item_emb"}}
 ENCODER_OUTPUTS = ("user",)
 
 
@@ -56,15 +59,21 @@ class DenseEngine(BundleEngine):
     bundle: DenseBundle
 
     def __init__(self, bundle: DenseBundle, options: RuntimeOptions) -> None:
-        encoder = open_session(bundle.encoder_path, options, ENCODER_INPUTS, ENCODER_OUTPUTS)
+        inputs = ENCODER_INPUTS[bundle.manifest.format_version]
+        encoder = open_session(bundle.encoder_path, options, inputs, ENCODER_OUTPUTS)
         n_items = bundle.item_emb.shape[0]
         super().__init__(bundle, encoder, describe(bundle, encoder, n_items=n_items),
                          tokens=np.arange(n_items), codes=np.zeros((n_items, 0)))
         self.item_emb_t = np.ascontiguousarray(bundle.item_emb.T)  # (d, n_items) for the matmul
+        # the table as a graph input: wrapped once, shared with the bundle's array
+        self._table = ({"item_emb": ort.OrtValue.ortvalue_from_numpy(bundle.item_emb)}
+                       if "item_emb" in inputs else {})
 
     def _states(self, tokens: np.ndarray, lengths: list[int]) -> list[UserVector]:
         """Shape: tokens int64 [B, T] item indices -> one user vector [d] per request."""
-        (users,) = self.encoder.run(list(ENCODER_OUTPUTS), {"history": tokens})  # (B, d)
+        feed = {"history": ort.OrtValue.ortvalue_from_numpy(tokens), **self._table}
+        (users,) = self.encoder.run_with_ort_values(list(ENCODER_OUTPUTS), feed)
+        users = users.numpy()  # (B, d)
         if users.shape != (len(tokens), self.item_emb_t.shape[0]):
             raise RuntimeError(f"encoder returned {users.shape} for {len(tokens)} histories")
         return [UserVector(np.ascontiguousarray(user, dtype=np.float32)) for user in users]

@@ -27,9 +27,16 @@ def test_nlist_is_a_power_of_two_near_four_sqrt_n():
 
 def test_a_size_that_would_overrun_the_budget_is_skipped_with_its_estimate():
     done = [{"n_items": 1000, "seconds": 60.0}]
-    why = scale.cannot_run(100_000, done, budget_s=600, elapsed_s=100)
+    why = scale.cannot_run(100_000, done, budget_s=600, elapsed_s=100, available_mb=None)
     assert why is not None and "~100 min" in why  # 60 s * 100 = 100 min
-    assert scale.cannot_run(2000, done, budget_s=600, elapsed_s=100) is None
+    assert scale.cannot_run(2000, done, budget_s=600, elapsed_s=100, available_mb=None) is None
+
+
+def test_a_size_that_would_not_fit_in_memory_is_skipped_with_its_estimate():
+    done = [{"n_items": 1000, "seconds": 1.0, "peak_rss_mb_grown": 30.0}]
+    why = scale.cannot_run(100_000, done, budget_s=1e9, elapsed_s=0, available_mb=2000)
+    assert why is not None and why.startswith("memory") and "~3,000 MB" in why  # 30 MB * 100
+    assert scale.cannot_run(50_000, done, budget_s=1e9, elapsed_s=0, available_mb=2000) is None
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +68,7 @@ def test_every_system_is_measured_with_consistent_figures(report):
         assert bundle["total"] == sum(v for k, v in bundle.items() if k != "total") > 0
     for load in size["load"].values():
         assert load["seconds"] > 0 and load["rss_mb"] >= load["rss_mb_before_load"] > 0
+    assert size["peak_rss_mb"] >= size["peak_rss_mb_grown"] >= 0
     faiss = size["faiss"]
     for name in scale.QUERY_SETS:
         tuned = faiss[name]["sweep"][-1]  # the chosen nprobe, on the tuning queries
@@ -84,8 +92,8 @@ def test_summary_ratios_are_the_throughput_quotients(report):
     assert summary["seater_over_faiss_b64"] == pytest.approx(want, abs=0.01)
 
 
-def test_a_catalogue_beyond_the_dense_exporter_is_skipped_not_faked(report):
+def test_a_catalogue_beyond_the_budget_is_skipped_not_faked(report):
     big = report["sizes"][1]
     assert big["n_items"] == 10_000_000 and "latency" not in big
-    assert "2 GiB" in big["skipped"]
+    assert big["skipped"].startswith("time: the 1,500-item size took")
     assert "10000000" not in report["summary"]

@@ -5,9 +5,13 @@ throughput and latency can be compared side by side. The bundle (manifest ``kind
 "dense"``) holds:
 
 - ``encoder.onnx``: ``history`` int64 ``[B, T]`` item indices, left-padded with
-  ``pad_id = n_items`` -> ``user`` float32 ``[B, d]`` (SASRec's state at the most recent
-  position, ``SASRec.user_states``); dynamic batch and history axes (T <= max_len);
-- ``item_emb.npy``: float32 ``[n_items, d]``, row = item index (no padding row);
+  ``pad_id = n_items``, and ``item_emb`` float32 ``[n_items, d]`` -> ``user`` float32
+  ``[B, d]`` (SASRec's state at the most recent position, ``SASRec.user_states``);
+  dynamic batch and history axes (T <= max_len). The item table is an input, not a
+  weight, so the graph stays small at any catalogue size (one ONNX protobuf holds at most
+  2 GiB: 8M items at d = 64) and the table is stored once;
+- ``item_emb.npy``: float32 ``[n_items, d]``, row = item index (no padding row; the
+  graph appends the zero padding row);
 - ``items.json`` and ``manifest.json`` (sha256 of every file, config, metrics).
 
 As for SEATER (``training/seater/export.py``): dynamo exporter, ONNX Runtime checked against
@@ -33,19 +37,25 @@ from training.seater.export import OPSET, quiet_exporter
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: ``item_emb`` is an encoder input (format 1 held the table inside encoder.onnx; the
+# service reads both)
+FORMAT_VERSION = 2
 FILES = ("encoder.onnx", "item_emb.npy", "items.json")
+ENCODER_INPUTS = ("history", "item_emb")
 
 
 class UserGraph(nn.Module):
-    """history [B, T] (left-padded with pad_id) -> user vector [B, d]."""
+    """history [B, T] (left-padded with pad_id), item_emb [n_items, d] -> user [B, d]."""
 
     def __init__(self, model: SASRec) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, history: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(history)[:, -1]
+    def forward(self, history: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
+        # the padding row is zero in every SASRec (padding_idx: initialised to zero,
+        # never updated); parity against the model's own table checks that it still is
+        table = torch.cat([item_emb, item_emb.new_zeros(1, item_emb.shape[1])])
+        return self.model.encode(history, table)[:, -1]
 
 
 def _histories(model: SASRec, batch: int, t: int, seed: int) -> torch.Tensor:
@@ -62,12 +72,14 @@ def export_encoder(model: SASRec, path: Path) -> None:
 
     model = model.eval().cpu()
     sample = _histories(model, batch=3, t=min(5, model.p.max_len), seed=0)
+    table = torch.from_numpy(model.item_embeddings())
     with quiet_exporter():
         torch.onnx.export(
-            UserGraph(model), (sample,), path, dynamo=True, opset_version=OPSET,
-            input_names=["history"], output_names=["user"], external_data=False,
+            UserGraph(model), (sample, table), path, dynamo=True, opset_version=OPSET,
+            input_names=list(ENCODER_INPUTS), output_names=["user"], external_data=False,
             dynamic_shapes={"history": {0: Dim("batch", max=1 << 16),
-                                        1: Dim("seq", max=model.p.max_len)}},
+                                        1: Dim("seq", max=model.p.max_len)},
+                            "item_emb": None},
         )
 
 
@@ -76,11 +88,12 @@ def check_parity(model: SASRec, path: Path, atol: float = 1e-4) -> float:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    table = model.item_embeddings()
     worst = 0.0
     for batch, t in [(1, 1), (7, model.p.max_len), (2, 4)]:
         seq = _histories(model, batch, t, seed=batch)
         want = model.user_states(seq).numpy()
-        got = session.run(["user"], {"history": seq.numpy()})[0]
+        got = session.run(["user"], {"history": seq.numpy(), "item_emb": table})[0]
         if got.shape != want.shape:
             raise RuntimeError(f"user: ONNX shape {got.shape} != torch {want.shape} at "
                                f"batch={batch} T={t}")

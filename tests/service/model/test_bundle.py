@@ -75,6 +75,15 @@ def test_a_bundle_of_another_kind_is_refused_by_the_seater_loader(tiny_bundle, t
         load_engine(other, Settings(providers="cpu"))
 
 
+def test_a_format_this_service_cannot_read_is_named_with_the_fix(tiny_bundle, tmp_path):
+    """Formats are per kind: dense bundles have a format 2, SEATER bundles do not."""
+    newer = copy_bundle(tiny_bundle.path, tmp_path / "newer")
+    edit_manifest(newer, lambda m: m.update(format_version=2))
+    with pytest.raises(BundleError, match=r"seater bundle format 2, this service reads \[1\]: "
+                                          "re-export it with this version's `seater export`"):
+        load_seater_bundle(newer)
+
+
 def test_the_exporters_manifest_loads_and_other_shapes_of_it_are_named(tiny_bundle, tmp_path):
     bundle = load_bundle(tiny_bundle.path)  # the kind is read from the manifest
     assert isinstance(bundle, SeaterBundle) and bundle.max_history == 12

@@ -81,9 +81,82 @@ def test_the_cli_exports_a_checksummed_dense_bundle_with_onnx_parity(dense_path,
 def test_the_encoder_graph_matches_torch_with_and_without_padding(engine, sasrec_run):
     model = sasrec_run[1].model
     history = np.array([[4, 8, 15, 16, 23], [90, 90, 90, 42, 7]])  # row 1 left-padded
-    got = engine.encoder.run(None, {"history": history})[0]
+    got = engine.encoder.run(None, {"history": history, "item_emb": model.item_embeddings()})[0]
     want = model.user_states(torch.from_numpy(history)).numpy()
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_the_item_table_is_an_encoder_input_not_a_weight(dense_path, sasrec_run):
+    """Format 2: encoder.onnx holds no [n_items(+1), d] table, so its size does not grow
+    with the catalogue (a 10M-item table would not fit in one ONNX protobuf), and the
+    graph reads whatever table it is given: the user vector follows the input."""
+    import onnx
+    import onnxruntime as ort
+
+    manifest = json.loads((dense_path / "manifest.json").read_text())
+    assert manifest["format_version"] == 2
+    graph = onnx.load(str(dense_path / "encoder.onnx")).graph
+    assert [i.name for i in graph.input] == ["history", "item_emb"]
+    assert all(90 not in init.dims[:1] and 91 not in init.dims[:1] for init in graph.initializer)
+    model = sasrec_run[1].model
+    session = ort.InferenceSession(str(dense_path / "encoder.onnx"))
+    history = np.array([[4, 8, 15, 16, 23]])
+    table = model.item_embeddings()
+    moved = table.copy()
+    moved[8] += 1.0  # an item in the history: the user vector must change
+    a, b = (session.run(None, {"history": history, "item_emb": t})[0] for t in (table, moved))
+    assert np.abs(a - b).max() > 1e-3
+    moved = table.copy()
+    moved[60] += 1.0  # an item outside it: the user vector must not
+    c = session.run(None, {"history": history, "item_emb": moved})[0]
+    np.testing.assert_array_equal(a, c)
+
+
+def test_a_format_1_dense_bundle_still_loads_and_answers_the_same(dense_path, sasrec_run,
+                                                                   engine, tmp_path):
+    """Bundles exported before the table became an input (it sat inside encoder.onnx)
+    are still served, with the same answers."""
+    import shutil
+
+    from torch import nn
+
+    from training.sasrec.export import _histories
+    from training.seater.export import OPSET, quiet_exporter
+
+    model = sasrec_run[1].model
+
+    class TableInside(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, history):
+            return self.model.encode(history)[:, -1]
+
+    old = tmp_path / "dense-old"
+    shutil.copytree(dense_path, old)
+    with quiet_exporter():
+        torch.onnx.export(TableInside(), (_histories(model, 3, 5, seed=0),),
+                          old / "encoder.onnx", dynamo=True, opset_version=OPSET,
+                          input_names=["history"], output_names=["user"], external_data=False,
+                          dynamic_shapes={"history": {0: torch.export.Dim("batch", max=1024),
+                                                      1: torch.export.Dim("seq", max=12)}})
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    manifest["files"]["encoder.onnx"]["sha256"] = sha256_file(old / "encoder.onnx")
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    legacy = load_engine(old, Settings(providers="cpu", intra_op_threads=1))
+    assert legacy.info.format_version == 1
+    histories = [np.array([4, 8, 15, 16, 23]), np.array([42, 7]), np.array([1])]
+    got = legacy.search(legacy.encode(histories), np.full(3, N), np.full(3, N), histories)
+    want = engine.search(engine.encode(histories), np.full(3, N), np.full(3, N), histories)
+    for g, w in zip(got, want, strict=True):
+        assert g.items.tolist() == w.items.tolist()
+        np.testing.assert_allclose(g.scores, w.scores, atol=1e-5)
+    manifest["format_version"] = 3
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"dense bundle format 3, this service reads \[1, 2\]"):
+        load_dense_bundle(old)
 
 
 def test_dense_top_n_equals_sasrec_recommend(engine, sasrec_run, tiny_bundle):
