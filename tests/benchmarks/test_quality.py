@@ -48,12 +48,19 @@ def test_every_file_an_experiment_reads_is_written_by_an_experiment_on_its_datas
 
 
 def test_distilled_arms_of_a_dataset_share_one_epoch_budget():
-    budgets: dict[str, set[str]] = {}
-    for _, cmd in EXPERIMENTS.values():
+    """Arms compared with each other share a budget; a longer one is its own family,
+    named (`-ep<N>`) and in run folders of its own, so its rows never pool with others."""
+    budgets: dict[tuple[str, str], set[str]] = {}
+    for name, (_, cmd) in EXPERIMENTS.items():
         if any(arg.startswith("losses.lambda_distill=") for arg in cmd):
             epochs = [a for a in cmd if a.startswith("train.epochs=")]
-            budgets.setdefault(option(cmd, "-d"), set()).update(epochs)
-    assert set(budgets) == {"beauty", "sports", "yelp"}
+            family = next((part for part in name.split("-") if part.startswith("ep")), "")
+            budgets.setdefault((option(cmd, "-d"), family), set()).update(epochs)
+            if family:
+                assert epochs == [f"train.epochs={family[2:]}"], name
+                assert f"-{family}-s" in option(cmd, "--name"), name
+    assert {ds for ds, family in budgets if not family} == {"beauty", "sports", "yelp"}
+    assert ("sports", "ep45") in budgets
     assert all(len(b) == 1 for b in budgets.values()), budgets
 
 
