@@ -351,28 +351,40 @@ def cannot_run(n: int, done: list[dict[str, Any]], budget_s: float, elapsed_s: f
                available_mb: float | None) -> str | None:
     """Why size ``n`` cannot be run here, from the sizes already measured; None if it can.
 
-    Time and memory are scaled linearly in the catalogue from the largest size measured
-    in this run (its wall time; the growth of this process's peak RSS across it), against
-    the budget left and the memory the machine has available now."""
+    Time is scaled linearly in the catalogue from the largest size measured in this run.
+    Memory too, per item: the growth of this process's peak RSS between the two largest
+    sizes over their difference in items (with one size, its whole growth over its items:
+    an overestimate, as that includes the first imports), against the memory the machine
+    has available now."""
     reasons = []
     measured = [r for r in done if "seconds" in r]
     if measured:
         last = measured[-1]
-        scale = n / last["n_items"]
-        estimate = last["seconds"] * scale
+        estimate = last["seconds"] * n / last["n_items"]
         if elapsed_s + estimate > budget_s:
             reasons.append(
                 f"time: the {last['n_items']:,}-item size took {last['seconds']:.0f} s; "
                 f"scaled linearly, {n:,} items would take ~{estimate / 60:.0f} min, beyond "
                 f"this run's budget (--budget-minutes {budget_s / 60:.0f}, "
                 f"{elapsed_s / 60:.0f} min spent)")
-        grew = last.get("peak_rss_mb_grown")
-        if grew is not None and available_mb is not None and grew * scale > available_mb:
+        per_item = memory_per_item_mb(measured)
+        if per_item is not None and available_mb is not None and per_item * n > available_mb:
             reasons.append(
-                f"memory: the {last['n_items']:,}-item size grew this process's peak RSS by "
-                f"{grew:,.0f} MB; scaled linearly, {n:,} items need ~{grew * scale:,.0f} MB, "
-                f"more than the {available_mb:,.0f} MB available")
+                f"memory: {per_item * 1e6:,.0f} MB per million items, measured on the sizes "
+                f"up to {last['n_items']:,}; {n:,} items need ~{per_item * n:,.0f} MB, more "
+                f"than the {available_mb:,.0f} MB available")
     return "; ".join(reasons) or None
+
+
+def memory_per_item_mb(measured: list[dict[str, Any]]) -> float | None:
+    """Peak-RSS growth per catalogue item (MB) from the measured sizes, as in ``cannot_run``."""
+    rows = [r for r in measured if "peak_rss_mb" in r]
+    if len(rows) >= 2 and rows[-1]["n_items"] > rows[-2]["n_items"]:
+        grew = max(rows[-1]["peak_rss_mb"] - rows[-2]["peak_rss_mb"], 0.0)
+        return grew / (rows[-1]["n_items"] - rows[-2]["n_items"])
+    if rows:
+        return rows[-1]["peak_rss_mb_grown"] / rows[-1]["n_items"]
+    return None
 
 
 def peak_rss_mb() -> float:

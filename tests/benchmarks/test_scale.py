@@ -33,10 +33,17 @@ def test_a_size_that_would_overrun_the_budget_is_skipped_with_its_estimate():
 
 
 def test_a_size_that_would_not_fit_in_memory_is_skipped_with_its_estimate():
-    done = [{"n_items": 1000, "seconds": 1.0, "peak_rss_mb_grown": 30.0}]
-    why = scale.cannot_run(100_000, done, budget_s=1e9, elapsed_s=0, available_mb=2000)
+    one = [{"n_items": 1000, "seconds": 1.0, "peak_rss_mb": 530.0, "peak_rss_mb_grown": 30.0}]
+    why = scale.cannot_run(100_000, one, budget_s=1e9, elapsed_s=0, available_mb=2000)
     assert why is not None and why.startswith("memory") and "~3,000 MB" in why  # 30 MB * 100
-    assert scale.cannot_run(50_000, done, budget_s=1e9, elapsed_s=0, available_mb=2000) is None
+    assert scale.cannot_run(50_000, one, budget_s=1e9, elapsed_s=0, available_mb=2000) is None
+    # two sizes: the slope between them, not the first size's growth (imports included)
+    two = [*one, {"n_items": 3000, "seconds": 3.0, "peak_rss_mb": 550.0,
+                  "peak_rss_mb_grown": 20.0}]
+    assert scale.memory_per_item_mb(two) == pytest.approx(20.0 / 2000)
+    assert scale.cannot_run(150_000, two, budget_s=1e9, elapsed_s=0, available_mb=2000) is None
+    why = scale.cannot_run(300_000, two, budget_s=1e9, elapsed_s=0, available_mb=2000)
+    assert why is not None and "~3,000 MB" in why  # 0.01 MB per item * 300,000
 
 
 @pytest.fixture(scope="module")
