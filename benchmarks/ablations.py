@@ -215,8 +215,9 @@ def _mean_sd(ms: list[dict[str, float]], metric: str) -> tuple[float, float]:
 
 
 def _refit(name: str) -> bool:
-    """Whether a group's label (budgeted or not) is a refit configuration's."""
-    return name.removesuffix(" *").endswith("(refit)")
+    """Whether a group's label (budgeted or not: ``... (refit) (55 epochs) *``) is a refit
+    configuration's."""
+    return re.sub(r"( \(\d+ epochs\))? \*$", "", name).endswith("(refit)")
 
 
 def strongest(runs: list[dict[str, Any]], model: str, refit: bool,

@@ -175,7 +175,8 @@ def test_the_sasrec_bar_and_the_strongest_seater_are_read_against_the_published_
             seeded("sasrec", 1, 0.0940, 0.0540, **SASREC),
             seeded("seater", 0, 0.0950, 0.0560, **SEATER),
             seeded("seater", 0, 0.0800, 0.0500, **{**SEATER, "tree": {"ids": "kmeans"}}),
-            row("seater", "r", 0.2, 0.2, refit=True, **SEATER)]  # refit: not comparable
+            row("seater", "r", 0.2, 0.2, refit=True, **SEATER),  # refit: not comparable
+            row("seater", "rb", 0.3, 0.3, epochs=55, refit=True, **SEATER)]  # nor budgeted
     text = findings(runs, "beauty")
     # SASRec mean .0920 / .0921 (SASRec+SS) - 1 = -0.1%, .0530 / .0531 - 1 = -0.2%
     assert ("- SASRec (2 seeds, mean) vs SASRec+SS (eSASRec study, published): recall@10 "
