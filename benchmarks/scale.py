@@ -1,6 +1,6 @@
 """Catalogue scale: SEATER's engine against brute-force dense and a FAISS index, side by side.
 
-    python -m benchmarks.scale [--sizes 12101,100000,1000000,10000000] [--threads 1]
+    python -m benchmarks.scale [--sizes 12101,100000,1000000,5000000,10000000] [--threads 1]
                                [--out reports/bench/scale.json]
 
 Per catalogue size, with the project's real code paths and random weights (the cost of a
@@ -485,7 +485,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="12101,100000,1000000,10000000",
+    parser.add_argument("--sizes", default="12101,100000,1000000,5000000,10000000",
                         help="catalogue sizes, comma-separated")
     parser.add_argument("--threads", type=int, default=1, help="threads of every system")
     parser.add_argument("--target-recall", type=float, default=0.95)

@@ -10,8 +10,8 @@ throughput and latency can be compared side by side. The bundle (manifest ``kind
   dynamic batch and history axes (T <= max_len). The item table is an input, not a
   weight, so the graph stays small at any catalogue size (one ONNX protobuf holds at most
   2 GiB: 8M items at d = 64) and the table is stored once;
-- ``item_emb.npy``: float32 ``[n_items, d]``, row = item index (no padding row; the
-  graph appends the zero padding row);
+- ``item_emb.npy``: float32 ``[n_items, d]``, row = item index (no padding row: the
+  graph only gathers rows from the table and zeroes padded positions by mask);
 - ``items.json`` and ``manifest.json`` (sha256 of every file, config, metrics).
 
 As for SEATER (``training/seater/export.py``): dynamo exporter, ONNX Runtime checked against
@@ -52,10 +52,10 @@ class UserGraph(nn.Module):
         self.model = model
 
     def forward(self, history: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
-        # the padding row is zero in every SASRec (padding_idx: initialised to zero,
-        # never updated); parity against the model's own table checks that it still is
-        table = torch.cat([item_emb, item_emb.new_zeros(1, item_emb.shape[1])])
-        return self.model.encode(history, table)[:, -1]
+        # the table is only gathered from (no pad row appended): a call costs B x T rows,
+        # not a copy of the catalogue; parity against the model's own table checks that
+        # its pad row is still the zeros the mask stands for
+        return self.model.encode(history, items=item_emb)[:, -1]
 
 
 def _histories(model: SASRec, batch: int, t: int, seed: int) -> torch.Tensor:

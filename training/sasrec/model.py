@@ -80,18 +80,27 @@ class SASRec(nn.Module):
         w = self.item_emb.weight
         return F.dropout(w, self.p.item_dropout, self.training) if self.p.item_dropout else w
 
-    def encode(self, seq: torch.Tensor, catalogue: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, seq: torch.Tensor, catalogue: torch.Tensor | None = None,
+               items: torch.Tensor | None = None) -> torch.Tensor:
         """Shape: seq int64 [B, T] left-padded with pad_id -> states [B, T, d].
 
         With visible padding the states depend on how much of it there is, so the input
         is left-padded to ``max_len`` here, whatever length the caller trimmed it to.
+        ``items`` [n_items, d] is a table without the padding row (an exported graph's
+        input): padded positions then read zeros by mask, which is the pad row's value
+        (``padding_idx``: initialised to zero, never updated), so no catalogue-sized op
+        runs per call.
         """
         t = seq.shape[1]
         if not self.p.mask_padded_keys:
             seq = F.pad(seq, (self.p.max_len - t, 0), value=self.pad_id)
-        weight = self.item_emb.weight if catalogue is None else catalogue
-        emb = F.embedding(seq, weight, padding_idx=self.pad_id)
-        return self.encoder(emb, seq != self.pad_id)[:, -t:]
+        real = seq != self.pad_id
+        if items is not None:
+            emb = F.embedding(seq.clamp(max=self.n_items - 1), items) * real.unsqueeze(-1)
+        else:
+            weight = self.item_emb.weight if catalogue is None else catalogue
+            emb = F.embedding(seq, weight, padding_idx=self.pad_id)
+        return self.encoder(emb, real)[:, -t:]
 
     def forward(self, seq: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         """States without ``target``; with it, the next-item loss at every real position.

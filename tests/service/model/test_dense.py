@@ -98,6 +98,10 @@ def test_the_item_table_is_an_encoder_input_not_a_weight(dense_path, sasrec_run)
     graph = onnx.load(str(dense_path / "encoder.onnx")).graph
     assert [i.name for i in graph.input] == ["history", "item_emb"]
     assert all(90 not in init.dims[:1] and 91 not in init.dims[:1] for init in graph.initializer)
+    # only row lookups read the table: a call costs B x T rows, never a pass over (or a
+    # copy of) the catalogue, such as appending a padding row to it would be
+    readers = [node.op_type for node in graph.node if "item_emb" in node.input]
+    assert readers and set(readers) == {"Gather"}, readers
     model = sasrec_run[1].model
     session = ort.InferenceSession(str(dense_path / "encoder.onnx"))
     history = np.array([[4, 8, 15, 16, 23]])
