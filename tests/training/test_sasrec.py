@@ -90,8 +90,9 @@ def test_visible_padding_exports_with_parity(tmp_path):
 
     torch.manual_seed(0)
     model = SASRec(60, RECTOOLS).eval()
-    export_encoder(model, tmp_path / "encoder.onnx")
-    assert check_parity(model, tmp_path / "encoder.onnx") < 1e-4  # T = 1, 4 and max_len
+    table = model.item_embeddings()
+    export_encoder(model, tmp_path / "encoder.onnx", table)
+    assert check_parity(model, tmp_path / "encoder.onnx", table) < 1e-4  # T = 1, 4 and max_len
 
 
 @pytest.mark.parametrize("loss", ["ss", "ce", "bce"])

@@ -67,15 +67,17 @@ def _histories(model: SASRec, batch: int, t: int, seed: int) -> torch.Tensor:
     return seq
 
 
-def export_encoder(model: SASRec, path: Path) -> None:
+def export_encoder(model: SASRec, path: Path, table: np.ndarray) -> None:
+    """``table``: ``model.item_embeddings()``, computed once per export by the caller (at
+    catalogue scale every copy of it is gigabytes)."""
     from torch.export import Dim
 
     model = model.eval().cpu()
     sample = _histories(model, batch=3, t=min(5, model.p.max_len), seed=0)
-    table = torch.from_numpy(model.item_embeddings())
     with quiet_exporter():
         torch.onnx.export(
-            UserGraph(model), (sample, table), path, dynamo=True, opset_version=OPSET,
+            UserGraph(model), (sample, torch.from_numpy(table)), path, dynamo=True,
+            opset_version=OPSET,
             input_names=list(ENCODER_INPUTS), output_names=["user"], external_data=False,
             dynamic_shapes={"history": {0: Dim("batch", max=1 << 16),
                                         1: Dim("seq", max=model.p.max_len)},
@@ -83,12 +85,12 @@ def export_encoder(model: SASRec, path: Path) -> None:
         )
 
 
-def check_parity(model: SASRec, path: Path, atol: float = 1e-4) -> float:
-    """ONNX Runtime vs ``SASRec.user_states`` on untraced shapes; raises on a mismatch."""
+def check_parity(model: SASRec, path: Path, table: np.ndarray, atol: float = 1e-4) -> float:
+    """ONNX Runtime (fed ``table``, the model's item embeddings) vs
+    ``SASRec.user_states`` on untraced shapes; raises on a mismatch."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    table = model.item_embeddings()
     worst = 0.0
     for batch, t in [(1, 1), (7, model.p.max_len), (2, 4)]:
         seq = _histories(model, batch, t, seed=batch)
@@ -121,9 +123,10 @@ def export_sasrec_bundle(
     model = model.eval().cpu()
 
     def write(tmp: Path) -> dict[str, Any]:
-        export_encoder(model, tmp / "encoder.onnx")
-        parity = check_parity(model, tmp / "encoder.onnx")
-        np.save(tmp / "item_emb.npy", model.item_embeddings())
+        table = model.item_embeddings()
+        export_encoder(model, tmp / "encoder.onnx", table)
+        parity = check_parity(model, tmp / "encoder.onnx", table)
+        np.save(tmp / "item_emb.npy", table)
         (tmp / "items.json").write_text(json.dumps(items))
         p = model.p
         return {
