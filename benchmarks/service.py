@@ -7,25 +7,28 @@
     B = 1 and 64, the dense floor measured interleaved, the ratio).
 (b) HTTP: ``python -m service`` (uvicorn, ``--workers`` processes each: default one per
     core, as the service itself defaults; every configuration gets the same count) on the
-    same machine, driven by
-    ``loadtests/locustfile.py`` headless (n = 10, beam 50, histories from
-    data/beauty/interactions.txt: a random user cut at a random point), in three
-    configurations on the same stack:
+    same machine, driven closed-loop by ``wrk`` with ``loadtests/wrk_retrieve.lua`` (or
+    locust with ``loadtests/locustfile.py``: ``--load-generator``), n = 10, beam 50,
+    histories from data/beauty/interactions.txt (a random user cut at a random point,
+    ``loadtests/histories.py``), in three configurations on the same stack:
       seater          micro-batching on  (SEATER_MAX_BATCH_SIZE=64, 2 ms max wait)
       seater_batch1   micro-batching off (SEATER_MAX_BATCH_SIZE=1)
       dense           the SASRec brute-force baseline bundle, micro-batching on
     (every server with --batch-workers decoders: SEATER_BATCH_WORKERS, the service's default)
-    at several closed-loop user counts, interleaved (all three servers up and warmed, each
-    user count runs every configuration in turn); every point records throughput, p50/p95/p99,
-    failures, and the CPU seconds the server (supervisor and workers together) and locust
-    used. The summary takes, per configuration, the highest throughput whose p99 <= 50 ms,
-    and the ratios the issue asks for (batching / batch-1 >= 3x; >= 500 retrievals/s at
-    p99 <= 50 ms; SEATER / dense >= 0.8 at the same worker count).
+    at several closed-loop concurrencies, interleaved (all three servers up and warmed, each
+    concurrency runs every configuration in turn); every point records throughput,
+    p50/p95/p99, failures, and the CPU seconds the server (supervisor and workers together)
+    and the load generator used. The summary takes, per configuration, the highest
+    throughput whose p99 <= 50 ms, and the ratios the issue asks for (batching / batch-1
+    >= 3x; >= 500 retrievals/s at p99 <= 50 ms; SEATER / dense >= 0.8 at the same worker
+    count).
 
-Load generation shares the machine with the server, so it must stay cheap: one locust
-process (``FastHttpUser``: gevent + a C HTTP client) and no ``--processes``, since extra
-locust workers would only take cores from the server; locust's CPU share is reported so
-a saturated load generator shows. The encoder-state cache is off
+Load generation shares the machine with the server, so it must stay cheap: ``wrk`` (C, one
+thread) costs a tenth of the CPU per request that locust does (one process,
+``FastHttpUser``: gevent + a C HTTP client), and every core it leaves is one the server
+can show it uses; ``auto`` (the default) takes wrk when it is installed
+(``apt-get install wrk``) and says so. The generator's CPU share is reported, so a
+saturated load generator shows. The encoder-state cache is off
 (``SEATER_CACHE_ENABLED=false``) so every request pays its encoder and decoder, and
 logging is at WARNING (the per-request access log is INFO).
 
@@ -38,8 +41,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,10 +57,13 @@ from typing import Any
 
 from benchmarks import engine as engine_bench
 from benchmarks.common import ROOT, pinned_threads, tree_cpu_seconds, write_report
+from loadtests.histories import Histories, read_sequences, write_bodies
 from service.settings import Settings
 
 P99_TARGET_MS = 50.0
 WARMUP_S = 5
+WRK_BODIES = 20_000  # distinct request bodies wrk cycles through
+GENERATORS = ("auto", "wrk", "locust")
 
 
 def free_port() -> int:
@@ -103,12 +111,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="python -m benchmarks.service", description=__doc__.split("\n")[0]))
     parser.add_argument("--out", default="reports/bench/service.json")
     parser.add_argument("--users", default="4,8,16,32,64,128",
-                        help="closed-loop locust users per point (quick: the first two)")
+                        help="closed-loop concurrency per point: wrk connections or locust "
+                        "users (quick: the first two)")
     parser.add_argument("--duration", type=int, default=30, help="seconds per point (quick: 8)")
     parser.add_argument("--server-threads", type=int, default=0,
                         help="SEATER_INTRA_OP_THREADS for the server (0: one per core)")
     parser.add_argument("--spinning", action="store_true",
-                        help="let ORT threads busy-wait (off by default: locust shares the CPU)")
+                        help="let ORT threads busy-wait (off by default: the load generator "
+                        "shares the CPU)")
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--workers", type=int, default=Settings.model_fields["workers"].default,
                         help="SEATER_WORKERS of every server (default: the service's, one "
@@ -116,9 +126,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-workers", type=int,
                         default=Settings.model_fields["batch_workers"].default,
                         help="SEATER_BATCH_WORKERS of every server (default: the service's)")
+    parser.add_argument("--load-generator", choices=GENERATORS, default="auto",
+                        help="wrk (C, cheap: leaves the cores to the server), locust, or auto: "
+                        "wrk when it is on PATH")
     parser.add_argument("--skip-engine", action="store_true")
     parser.add_argument("--skip-http", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.load_generator == "wrk" and shutil.which("wrk") is None:
+        parser.error("--load-generator wrk: wrk is not on PATH; install it "
+                     "(apt-get install wrk) or pass --load-generator locust")
+    return args
+
+
+def pick_generator(requested: str) -> str:
+    """``auto`` -> wrk when installed, else locust (the ``auto`` choice is printed)."""
+    if requested != "auto":
+        return requested
+    found = "wrk" if shutil.which("wrk") else "locust"
+    print(f"load generator: {found}" + ("" if found == "wrk" else
+          " (wrk is not installed: apt-get install wrk takes less CPU from the server)"),
+          flush=True)
+    return found
 
 
 def children_cpu() -> float:
@@ -158,8 +186,46 @@ def locust_point(url: str, users: int, seconds: int, args, server_pid: int) -> d
         "p50_ms": float(agg["50%"]), "p95_ms": float(agg["95%"]), "p99_ms": float(agg["99%"]),
         "mean_ms": round(float(agg["Average Response Time"]), 2),
         "server_cpu_share": round(server_cpu / wall, 2),
-        "locust_cpu_share": round(locust_cpu / wall, 2),
+        "load_cpu_share": round(locust_cpu / wall, 2),
         "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)],
+    }
+
+
+def wrk_point(url: str, users: int, seconds: int, bodies: Path, server_pid: int
+              ) -> dict[str, Any]:
+    """One wrk run (one thread, ``users`` connections, closed loop); the same fields as
+    :func:`locust_point`."""
+    children0 = children_cpu()  # the wrk run below is the only child reaped meanwhile
+    server_cpu0, load0, t0 = tree_cpu_seconds(server_pid), os.getloadavg()[0], time.monotonic()
+    proc = subprocess.run(
+        ["wrk", "-t1", f"-c{users}", f"-d{seconds}s", "--timeout", "10s",
+         "-s", str(ROOT / "loadtests" / "wrk_retrieve.lua"), url],
+        env={**os.environ, "WRK_BODIES": str(bodies)}, capture_output=True, text=True,
+        timeout=seconds + 60)
+    wall = time.monotonic() - t0
+    client_cpu = children_cpu() - children0
+    server_cpu = tree_cpu_seconds(server_pid) - server_cpu0
+    return {"users": users, "seconds": seconds,
+            **parse_wrk(proc.stdout, proc.stderr),
+            "server_cpu_share": round(server_cpu / wall, 2),
+            "load_cpu_share": round(client_cpu / wall, 2),
+            "load_average": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+
+
+def parse_wrk(stdout: str, stderr: str = "") -> dict[str, Any]:
+    """The JSON line ``wrk_retrieve.lua`` prints at the end -> throughput, latency in ms,
+    failures (non-2xx statuses and socket errors)."""
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"wrk printed no result line: {(stdout + stderr)[-2000:]}")
+    r = json.loads(lines[-1])
+    if r["requests"] == 0:
+        raise RuntimeError(f"wrk made no requests: {(stdout + stderr)[-2000:]}")
+    return {
+        "requests": r["requests"], "failures": r["status_errors"] + r["socket_errors"],
+        "throughput_rps": round(r["requests"] / (r["duration_us"] / 1e6), 1),
+        **{f"p{q}_ms": round(r[f"p{q}_us"] / 1e3, 2) for q in (50, 95, 99)},
+        "mean_ms": round(r["mean_us"] / 1e3, 2),
     }
 
 
@@ -182,10 +248,26 @@ def run_http(args, bundle: Path, dense_bundle: Path) -> dict[str, Any]:
         "seater_batch1": (bundle, {"SEATER_MAX_BATCH_SIZE": "1"}),
         "dense": (dense_bundle, {"SEATER_MAX_BATCH_SIZE": "64"}),
     }
+    generator = pick_generator(args.load_generator)
+    tmp = tempfile.TemporaryDirectory()
+    if generator == "wrk":
+        histories = Histories(read_sequences(ROOT / args.data), args.seed)
+        bodies = write_bodies(Path(tmp.name) / "bodies.jsonl", histories, args.n, args.beam,
+                              WRK_BODIES)
+
+        def point(server: Server, users: int, seconds: int) -> dict[str, Any]:
+            return wrk_point(server.url, users, seconds, bodies, server.proc.pid)
+    else:
+        def point(server: Server, users: int, seconds: int) -> dict[str, Any]:
+            return locust_point(server.url, users, seconds, args, server.proc.pid)
     out: dict[str, Any] = {"settings": {**common, "users": users, "seconds": args.duration,
                                         "warmup_seconds": WARMUP_S,
                                         "n": args.n, "beam": args.beam,
-                                        "locust": "1 process, FastHttpUser, closed loop",
+                                        "load_generator": {
+                                            "wrk": f"wrk, 1 thread, {WRK_BODIES} request "
+                                                   "bodies cycled, closed loop",
+                                            "locust": "locust, 1 process, FastHttpUser, "
+                                                      "closed loop"}[generator],
                                         "order": "interleaved: every user count runs each "
                                                  "configuration in turn, servers all up"}}
     # All servers stay up (idle ones sleep: no spinning) and the points interleave, so
@@ -197,19 +279,20 @@ def run_http(args, bundle: Path, dense_bundle: Path) -> dict[str, Any]:
         for name, (path, env) in configs.items():
             servers[name] = Server(path, {**common, **env})
             # warm-up (discarded): ONNX Runtime sizes its buffers for the shapes it meets
-            locust_point(servers[name].url, max(users), WARMUP_S, args, servers[name].proc.pid)
+            point(servers[name], max(users), WARMUP_S)
         for u in users:
             for name, server in servers.items():
-                point = locust_point(server.url, u, args.duration, args, server.proc.pid)
-                points[name].append(point)
-                print(f"http {name:14s} users={u:>4}: {point['throughput_rps']:7.1f} rps  "
-                      f"p50 {point['p50_ms']:.0f}  p95 {point['p95_ms']:.0f}  "
-                      f"p99 {point['p99_ms']:.0f} ms  fail {point['failures']}  "
-                      f"(server cpu {point['server_cpu_share']}, locust cpu "
-                      f"{point['locust_cpu_share']}, load {point['load_average']})", flush=True)
+                p = point(server, u, args.duration)
+                points[name].append(p)
+                print(f"http {name:14s} users={u:>4}: {p['throughput_rps']:7.1f} rps  "
+                      f"p50 {p['p50_ms']:.1f}  p95 {p['p95_ms']:.1f}  "
+                      f"p99 {p['p99_ms']:.1f} ms  fail {p['failures']}  "
+                      f"(server cpu {p['server_cpu_share']}, {generator} cpu "
+                      f"{p['load_cpu_share']}, load {p['load_average']})", flush=True)
     finally:
         for server in servers.values():
             server.stop()
+        tmp.cleanup()
     for name, (path, env) in configs.items():
         out[name] = {"bundle": str(path), "env": env, "points": points[name],
                      "best_at_p99_le_50ms": best_under_target(points[name])}

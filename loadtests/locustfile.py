@@ -25,6 +25,7 @@ import os
 import random
 from pathlib import Path
 
+from histories import Histories, read_sequences  # beside this file: locust puts it on the path
 from locust import FastHttpUser, constant, events, task
 
 DATA = Path(os.environ.get("SEATER_LOADTEST_DATA", "data/beauty/interactions.txt"))
@@ -35,30 +36,6 @@ WAIT_S = float(os.environ.get("SEATER_LOADTEST_WAIT_S", "0"))
 SEED = int(os.environ.get("SEATER_LOADTEST_SEED", "0"))
 
 
-def read_sequences(path: Path) -> list[list[str]]:
-    """Per-user item sequences (chronological), users with at least two items."""
-    sequences = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            parts = line.split()
-            if len(parts) >= 3:  # user id + at least two items
-                sequences.append(parts[1:])
-    return sequences
-
-
-class Histories:
-    """Draws realistic histories: a random user's sequence cut at a random point."""
-
-    def __init__(self, sequences: list[list[str]], seed: int) -> None:
-        self.sequences = sequences
-        self.rng = random.Random(seed)
-
-    def draw(self) -> list[str]:
-        seq = self.rng.choice(self.sequences)
-        end = self.rng.randint(1, len(seq) - 1)  # keep at least the next item unseen
-        return seq[max(0, end - MAX_HISTORY) : end]
-
-
 HISTORIES: Histories | None = None
 
 
@@ -67,7 +44,7 @@ def load_histories(environment, **_kwargs) -> None:
     """Read the dataset once per process (workers each read their own copy)."""
     global HISTORIES
     if DATA.is_file():
-        HISTORIES = Histories(read_sequences(DATA), SEED)
+        HISTORIES = Histories(read_sequences(DATA), SEED, MAX_HISTORY)
         print(f"loadtest: {len(HISTORIES.sequences)} user sequences from {DATA}")
         return
     import json
@@ -77,7 +54,7 @@ def load_histories(environment, **_kwargs) -> None:
         n_items = json.load(response)["n_items"]
     rng = random.Random(SEED)
     fake = [[str(rng.randint(1, n_items)) for _ in range(rng.randint(2, 30))] for _ in range(5000)]
-    HISTORIES = Histories(fake, SEED)
+    HISTORIES = Histories(fake, SEED, MAX_HISTORY)
     print(f"loadtest: {DATA} not found; drawing ids 1..{n_items}")
 
 
