@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ import numpy as np
 
 from benchmarks.common import ROOT, closing_load, pinned_threads, provenance, write_report
 from indexer.search import beam_search
+from loadtests.histories import Histories, read_sequences
 from service.model.bundle import load_seater_bundle
 from service.model.seater import SeaterEngine
 from service.model.sessions import RuntimeOptions
@@ -138,22 +138,15 @@ def dense_shape_bundle(seed: int = 0) -> Path:
                                 extra={"note": "untrained, for timing only"})
 
 
-def read_sequences(path: Path) -> list[list[str]]:
-    """Per-user item sequences from ``user item item ...`` lines (two items at least)."""
-    with path.open(encoding="utf-8") as fh:
-        return [parts[1:] for line in fh if len(parts := line.split()) >= 3]
-
-
 def draw_histories(sequences: list[list[str]], ids: list[str], count: int, seed: int,
                    max_history: int = 50) -> list[np.ndarray]:
-    """The locustfile's rule: a random user, cut at a random point, as item indices."""
+    """The load tests' histories (:class:`loadtests.histories.Histories`) as item indices;
+    ids the bundle does not know are dropped, and histories left empty are drawn again."""
     index = {item: i for i, item in enumerate(ids)}
-    rng = random.Random(seed)
+    draws = Histories(sequences, seed, max_history)
     out = []
     while len(out) < count:
-        seq = rng.choice(sequences)
-        end = rng.randint(1, len(seq) - 1)
-        known = [index[i] for i in seq[max(0, end - max_history):end] if i in index]
+        known = [index[i] for i in draws.draw() if i in index]
         if known:
             out.append(np.array(known, np.int64))
     return out

@@ -136,7 +136,8 @@ def engine_for(bundle, provider: str, clock=None):
 
 def histories_for(cfg: CheckConfig, bundle, count: int) -> list:
     """Real histories (``benchmarks.engine``'s rule) mapped through the bundle's ids."""
-    from benchmarks.engine import draw_histories, read_sequences
+    from benchmarks.engine import draw_histories
+    from loadtests.histories import read_sequences
 
     sequences = read_sequences(ROOT / cfg.histories_file)
     known = set(bundle.catalog.ids)
