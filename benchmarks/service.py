@@ -1,7 +1,12 @@
-"""Service benchmark: the engine alone, then HTTP end to end under locust, SEATER vs dense.
+"""Service benchmark: the engine alone, then HTTP end to end, SEATER vs dense.
 
-    python -m benchmarks.service [--quick] [--bundle DIR] [--dense-bundle DIR]
+    python -m benchmarks.service [--quick] [--bundle DIR] [--dense-bundle DIR | --items N]
+                                 [--load-generator auto|wrk|locust]
                                  [--out reports/bench/service.json]
+
+The bundles are Beauty-shaped (12k items) unless given, or, with ``--items N``, built over
+an N-item catalogue as ``benchmarks.scale`` builds them: where brute force stops being
+cheap, which is where a tree retriever is meant to serve.
 
 (a) Engine alone: ``benchmarks/engine.py`` (per-step and end-to-end latency at beam 50,
     B = 1 and 64, the dense floor measured interleaved, the ratio).
@@ -126,16 +131,49 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-workers", type=int,
                         default=Settings.model_fields["batch_workers"].default,
                         help="SEATER_BATCH_WORKERS of every server (default: the service's)")
+    parser.add_argument("--items", type=int, default=0,
+                        help="catalogue size: build SEATER and dense bundles of this many items "
+                        "(benchmarks.scale's mixture, random weights) instead of the "
+                        "Beauty-shaped ones; more than Beauty's 12101, so every history id "
+                        "is in it")
     parser.add_argument("--load-generator", choices=GENERATORS, default="auto",
                         help="wrk (C, cheap: leaves the cores to the server), locust, or auto: "
                         "wrk when it is on PATH")
     parser.add_argument("--skip-engine", action="store_true")
     parser.add_argument("--skip-http", action="store_true")
     args = parser.parse_args(argv)
+    if args.items and (args.items <= engine_bench.BEAUTY_ITEMS or args.bundle
+                       or args.dense_bundle):
+        parser.error(f"--items must exceed {engine_bench.BEAUTY_ITEMS} (the histories are "
+                     "Beauty's ids) and replaces --bundle/--dense-bundle; drop one of them")
     if args.load_generator == "wrk" and shutil.which("wrk") is None:
         parser.error("--load-generator wrk: wrk is not on PATH; install it "
                      "(apt-get install wrk) or pass --load-generator locust")
     return args
+
+
+def catalogue_bundles(n: int, seed: int) -> tuple[Path, Path]:
+    """SEATER and dense bundles over an ``n``-item catalogue, built once under
+    artifacts/bench (the catalogue ``benchmarks.scale`` measures the engines on; a
+    retrieval's cost does not depend on the weights, so they stay random)."""
+    from benchmarks import scale
+
+    root = engine_bench.CACHE / f"catalogue-{n}-seed{seed}"
+    paths = (root / f"seater-{n}", root / f"dense-{n}")
+    if not all((p / "manifest.json").is_file() for p in paths):
+        shutil.rmtree(root, ignore_errors=True)  # a half-built pair from an interrupted run
+        print(f"building SEATER and dense bundles of {n} items under {root}", flush=True)
+        row = scale.build_and_export(scale.mixture(n, seed)[0], root, seed)
+        paths = (Path(row["paths"]["seater"]), Path(row["paths"]["dense"]))
+    return paths
+
+
+def describe_catalogue(args: argparse.Namespace) -> dict[str, Any]:
+    if args.items:
+        return {"items": args.items, "bundles": "benchmarks.scale's mixture, random weights"}
+    if args.bundle:
+        return {"bundles": "given (--bundle / --dense-bundle)"}
+    return {"items": engine_bench.BEAUTY_ITEMS, "bundles": "Beauty-shaped, random weights"}
 
 
 def pick_generator(requested: str) -> str:
@@ -326,12 +364,17 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {**engine_bench.header("benchmarks.service", argv, args.max_load),
                               "quick": args.quick,
                               "settings": {k: v for k, v in vars(args).items() if k != "out"},
-                              "dataset": "beauty (histories from data/beauty/interactions.txt)"}
+                              "dataset": "beauty (histories from data/beauty/interactions.txt)",
+                              "catalogue": describe_catalogue(args)}
     with pinned_threads(args.blas_threads) as pinned:
         report["threads"] = pinned
-        bundle = Path(args.bundle) if args.bundle else engine_bench.beauty_shape_bundle(args.seed)
-        dense = (Path(args.dense_bundle) if args.dense_bundle
-                 else engine_bench.dense_shape_bundle(args.seed))
+        if args.items:
+            bundle, dense = catalogue_bundles(args.items, args.seed)
+        else:
+            bundle = (Path(args.bundle) if args.bundle
+                      else engine_bench.beauty_shape_bundle(args.seed))
+            dense = (Path(args.dense_bundle) if args.dense_bundle
+                     else engine_bench.dense_shape_bundle(args.seed))
         args.bundle, args.dense_bundle = str(bundle), str(dense)
         if not args.skip_engine:
             report["engine"] = engine_bench.run_engine_benchmarks(args)

@@ -134,3 +134,36 @@ def test_wrk_posts_the_bodies_in_turn_and_counts_errors(status, tmp_path):
     at = [lines.index(b) for _, _, b in seen]
     assert all(b == (a + 1) % len(lines) for a, b in zip(at, at[1:], strict=False))
     assert point["failures"] == (0 if status == 200 else point["requests"])
+
+
+@pytest.mark.parametrize("argv", [["--items", "12101"],
+                                  ["--items", "20000", "--bundle", "somewhere"]])
+def test_items_flag_refuses_what_it_cannot_serve(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench.parse_args(argv)
+    assert stop.value.code == 2
+    assert "--items must exceed 12101" in capsys.readouterr().err
+
+
+def test_catalogue_bundles_are_built_once_and_a_half_built_pair_again(monkeypatch, tmp_path):
+    from benchmarks import engine as engine_bench
+    from benchmarks import scale
+
+    built = []
+
+    def fake_build(x, root, seed):
+        built.append((len(x), seed))
+        paths = {kind: root / f"{kind}-{len(x)}" for kind in ("seater", "dense")}
+        for p in paths.values():
+            p.mkdir(parents=True)
+            (p / "manifest.json").write_text("{}")
+        return {"paths": paths}
+
+    monkeypatch.setattr(engine_bench, "CACHE", tmp_path)
+    monkeypatch.setattr(scale, "build_and_export", fake_build)
+    first = bench.catalogue_bundles(20_000, seed=1)
+    assert first == bench.catalogue_bundles(20_000, seed=1)
+    assert built == [(20_000, 1)]
+    (first[1] / "manifest.json").unlink()  # the dense export never finished
+    assert bench.catalogue_bundles(20_000, seed=1) == first
+    assert built == [(20_000, 1), (20_000, 1)]
