@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks import service as bench
+from benchmarks.common import ROOT
 from loadtests.histories import Histories, read_sequences, write_bodies
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
