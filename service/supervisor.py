@@ -11,7 +11,10 @@ SIGTERM lets every worker drain before it exits. The workers share:
 - the Redis cache, as separate containers do.
 
 Each worker gets ``cores / workers`` ONNX Runtime threads unless SEATER_INTRA_OP_THREADS
-says otherwise, so N workers do not start N pools of one thread per core each.
+says otherwise, so N workers do not start N pools of one thread per core each. numpy's BLAS
+(the dense engine's brute-force matmul) gets the same share unless its own variables are
+set: by default OpenBLAS starts a thread per core in every worker, and its idle threads spin,
+so two workers on two cores burn a core between them doing nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from service.metrics import MULTIPROC_ENV
@@ -28,6 +32,7 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
@@ -50,9 +55,11 @@ def worker_count(settings: Settings, cores: int | None = None) -> int:
 
 
 def worker_environment(settings: Settings, workers: int, state_dir: Path,
-                       cores: int | None = None) -> dict[str, str]:
+                       cores: int | None = None,
+                       inherited: Mapping[str, str] | None = None) -> dict[str, str]:
     """What each worker's Settings must read: the command line's values, the group and
-    its folders, and its share of the cores."""
+    its folders, and its share of the cores (for BLAS too, where ``inherited``, the
+    environment the workers start from, does not already say)."""
     cores = cores or available_cores()
     env = {
         "SEATER_HOST": settings.host,
@@ -63,8 +70,11 @@ def worker_environment(settings: Settings, workers: int, state_dir: Path,
     }
     if settings.artifacts is not None:
         env["SEATER_ARTIFACTS"] = str(settings.artifacts)
+    share = str(max(1, cores // workers))
     if settings.intra_op_threads == 0:
-        env["SEATER_INTRA_OP_THREADS"] = str(max(1, cores // workers))
+        env["SEATER_INTRA_OP_THREADS"] = share
+    inherited = os.environ if inherited is None else inherited
+    env.update({var: share for var in BLAS_THREAD_VARS if var not in inherited})
     return env
 
 

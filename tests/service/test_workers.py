@@ -19,7 +19,12 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from service.core.workers import WorkerGroup, WorkerStatus
 from service.settings import Settings
-from service.supervisor import available_cores, worker_count, worker_environment
+from service.supervisor import (
+    BLAS_THREAD_VARS,
+    available_cores,
+    worker_count,
+    worker_environment,
+)
 from tests.service.bundles import copy_bundle, export_version, external_ids
 from tests.service.server import free_port, wait_until
 
@@ -98,6 +103,17 @@ def test_each_worker_gets_its_share_of_the_cores_unless_threads_are_set(tmp_path
     fixed = worker_environment(Settings(intra_op_threads=4), 3, tmp_path, cores=6)
     assert "SEATER_INTRA_OP_THREADS" not in fixed
     assert worker_environment(settings, 8, tmp_path, cores=2)["SEATER_INTRA_OP_THREADS"] == "1"
+
+
+def test_each_worker_gets_its_share_of_numpys_blas_threads_unless_the_operator_set_them(tmp_path):
+    env = worker_environment(Settings(), 2, tmp_path, cores=6, inherited={})
+    assert {env[v] for v in BLAS_THREAD_VARS} == {"3"}
+    # SEATER_INTRA_OP_THREADS fixes ONNX Runtime's pool only; BLAS still gets the share
+    assert worker_environment(Settings(intra_op_threads=1), 2, tmp_path, cores=6,
+                              inherited={})["OPENBLAS_NUM_THREADS"] == "3"
+    mine = worker_environment(Settings(), 2, tmp_path, cores=6,
+                              inherited={"OPENBLAS_NUM_THREADS": "6"})
+    assert "OPENBLAS_NUM_THREADS" not in mine and mine["OMP_NUM_THREADS"] == "3"
 
 
 # -- a real two-worker server -------------------------------------------------------------
