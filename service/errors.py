@@ -59,6 +59,11 @@ class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class Unauthorized(ServiceError):
     status = 401
     code = "unauthorized"
@@ -133,8 +138,9 @@ def validation_details(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
     for e in errors:
         msg = e.get("msg", "")
         reason = (e.get("ctx") or {}).get("error")
-        if e.get("type") == "json_invalid" and reason:
-            msg = f"{msg}: {reason} (at character {e.get('loc', ('', '?'))[-1]})"
+        at = e.get("loc", ())[-1:]
+        if e.get("type") == "json_invalid" and reason and at and isinstance(at[0], int):
+            msg = f"{msg}: {reason} (at character {at[0]})"  # FastAPI's json.loads path
         out.append({"loc": _format_loc(e.get("loc", ())), "msg": msg, "type": e.get("type", "")})
     return out
 

@@ -122,15 +122,16 @@ class Retriever:
         allowed = self.allowed(engine, req.filters)
         result = await self.batcher.submit(engine, truncated, req.n, beam, excluded, allowed)
         hit = result.hit
-        catalog = engine.catalog
+        ids, titles = engine.catalog.ids, engine.catalog.titles
+        # Values the engine produced, already of the model's types: constructed, not
+        # validated field by field (this runs for every item of every answer).
         items = [
-            RetrievedItem(
-                id=catalog.external_id(int(i)),
-                score=float(score),
-                code=[int(c) for c in code if c >= 0],
-                title=catalog.title(int(i)),
+            RetrievedItem.model_construct(
+                id=ids[i], score=score, code=[c for c in code if c >= 0],
+                title=titles[i] if titles is not None else None,
             )
-            for i, score, code in zip(hit.items, hit.scores, hit.codes, strict=True)
+            for i, score, code in zip(hit.items.tolist(), hit.scores.tolist(),
+                                      hit.codes.tolist(), strict=True)
         ]
         return RetrieveResponse(
             items=items,

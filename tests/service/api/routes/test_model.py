@@ -75,6 +75,13 @@ async def test_openapi_documents_examples_bounds_and_error_shapes(make_settings)
         "ErrorResponse"
     )
     assert {"/retrieve", "/v1/model", "/v2/health/live", "/v2/health/ready"} <= set(spec["paths"])
+    # the retrieve route parses its own body: the document still names its models
+    post = spec["paths"]["/retrieve"]["post"]
+    body = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert body.endswith("/RetrieveRequest") and post["requestBody"]["required"]
+    assert responses["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/RetrieveResponse")
+    assert not post.get("parameters")  # `request` is not a parameter
 
 
 async def test_openapi_documents_the_filters_with_examples(make_settings):

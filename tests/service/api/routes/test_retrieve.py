@@ -187,7 +187,7 @@ async def test_a_micro_batch_gets_one_mask_row_per_distinct_filter(make_settings
 MALFORMED = [
     ({}, "body.history: Field required"),
     ({"history": []}, "body.history: List should have at least 1 item"),
-    ({"history": "1005"}, "body.history: Input should be a valid list"),
+    ({"history": "1005"}, "body.history: Input should be a valid array"),
     ({"history": [1005]}, "body.history.0: Input should be a valid string"),
     ({"history": [""]}, "body.history.0: String should have at least 1 character"),
     ({"history": HISTORY, "n": 0}, "body.n: Input should be greater than or equal to 1"),
@@ -195,13 +195,13 @@ MALFORMED = [
     ({"history": HISTORY, "n": 20, "beam_size": 10}, "n (20) must not exceed beam_size (10)"),
     ({"history": HISTORY, "beam": 10}, "body.beam: Extra inputs are not permitted"),
     ({"history": HISTORY, "exclude_seen": "maybe"}, "body.exclude_seen: Input should be a valid"),
-    ([1, 2], "body: Input should be a valid dictionary"),
+    ([1, 2], "body: Input should be an object"),
     ({"history": HISTORY, "filters": {"brand": ["x"]}},
      "body.filters.brand: Extra inputs are not permitted"),
     ({"history": HISTORY, "filters": {"attributes": {"brand": []}}},
      "body.filters.attributes.brand: List should have at least 1 item"),
     ({"history": HISTORY, "filters": {"categories": "Dept 1"}},
-     "body.filters.categories: Input should be a valid list"),
+     "body.filters.categories: Input should be a valid array"),
     ({"history": HISTORY, "filters": {"categories": [" > "]}},
      "body.filters.categories: category path ' > ' names no level"),
 ]
@@ -233,6 +233,23 @@ async def test_non_json_bodies_are_4xx_not_5xx(make_settings, content, content_t
         r = await client.post("/retrieve", content=content, headers=headers)
     assert 400 <= r.status_code < 500, r.text
     assert r.json()["message"]
+
+
+async def test_a_body_that_is_not_json_says_where_and_what_to_send(make_settings):
+    async with running(make_settings()) as client:
+        broken = await client.post("/retrieve", content=b'{"history": [',
+                                   headers={"content-type": "application/json"})
+        form = await client.post("/retrieve", content=b"history=1",
+                                 headers={"content-type": "application/x-www-form-urlencoded"})
+        bare = await client.post("/retrieve", content=b'{"history": ["%s"]}' % HISTORY[0].encode())
+        typed = await client.post("/retrieve", content=b'{"history": ["%s"]}' % HISTORY[0].encode(),
+                                  headers={"content-type": "application/json; charset=utf-8"})
+    assert broken.status_code == 422
+    message = broken.json()["message"]
+    assert "not valid JSON" in message and "line 1 column 13" in message, message
+    assert form.status_code == 415 and "Content-Type: application/json" in form.json()["message"]
+    assert bare.status_code == 200 and typed.status_code == 200  # no header: taken as JSON
+    assert bare.json()["items"] == typed.json()["items"]
 
 
 async def test_configured_limits_are_enforced_with_the_limit_in_the_message(make_settings):
