@@ -15,7 +15,6 @@ from fastapi import Depends, Request
 
 from service.core.cache import StateCache
 from service.core.holder import ModelHolder
-from service.core.retrieval import Retriever
 from service.core.workers import GroupMember
 from service.errors import Forbidden, Unauthorized
 from service.metrics import ServiceMetrics
@@ -34,10 +33,6 @@ async def get_holder(request: Request) -> ModelHolder:
     return request.app.state.holder
 
 
-async def get_retriever(request: Request) -> Retriever:
-    return request.app.state.retriever
-
-
 async def get_cache(request: Request) -> StateCache:
     return request.app.state.cache
 
@@ -50,7 +45,6 @@ async def get_member(request: Request) -> GroupMember | None:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 HolderDep = Annotated[ModelHolder, Depends(get_holder)]
-RetrieverDep = Annotated[Retriever, Depends(get_retriever)]
 CacheDep = Annotated[StateCache, Depends(get_cache)]
 MemberDep = Annotated[GroupMember | None, Depends(get_member)]
 
