@@ -7,11 +7,13 @@ which keeps the ``route`` metric label bounded.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,13 +33,21 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Ids are this process's random 64-bit prefix + a counter: unique across workers
+        # and restarts like a uuid4, without a urandom read per request.
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._ids = itertools.count()
+        # labels() takes a lock and builds a key per call; the label sets are few and fixed
+        self._timers: dict[tuple[str, str], Any] = {}
+        self._counters: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, b"x-request-id")
-        request_id = incoming if incoming and _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
+        request_id = (incoming if incoming and _REQUEST_ID_OK.match(incoming)
+                      else f"{self._id_prefix}{next(self._ids):016x}")
         token = set_request_id(request_id)
         status = 500
         start = time.perf_counter()
@@ -58,8 +68,8 @@ class RequestContextMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
-            self.metrics.request_seconds.labels(route=template, method=method).observe(elapsed)
-            self.metrics.requests.labels(route=template, method=method, status=str(status)).inc()
+            self._timer(template, method).observe(elapsed)
+            self._counter(template, method, status).inc()
             extra = {
                 "request_id": request_id,
                 "status": status,
@@ -70,6 +80,20 @@ class RequestContextMiddleware:
                 "%s %s %d %.1fms", method, scope.get("path", ""), status, elapsed * 1e3, extra=extra
             )
             reset_request_id(token)
+
+
+    def _timer(self, route: str, method: str) -> Any:
+        key = (route, method)
+        if key not in self._timers:
+            self._timers[key] = self.metrics.request_seconds.labels(route=route, method=method)
+        return self._timers[key]
+
+    def _counter(self, route: str, method: str, status: int) -> Any:
+        key = (route, method, status)
+        if key not in self._counters:
+            self._counters[key] = self.metrics.requests.labels(route=route, method=method,
+                                                               status=str(status))
+        return self._counters[key]
 
 
 class BodySizeLimitMiddleware:

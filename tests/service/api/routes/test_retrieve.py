@@ -55,6 +55,14 @@ async def test_request_id_is_echoed_when_sane_and_replaced_when_not(make_setting
     assert bad.headers["x-request-id"] != "x" * 500
 
 
+async def test_generated_request_ids_are_distinct_within_and_across_app_instances(make_settings):
+    async with running(make_settings()) as a, running(make_settings()) as b:
+        ids = [(await c.get("/v2/health/live")).headers["x-request-id"]
+               for c in (a, a, a, b, b)]
+    assert len(set(ids)) == 5 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert ids[0][:16] != ids[3][:16]  # each process draws its own random prefix
+
+
 async def test_repeat_request_hits_the_lru_cache_with_the_same_answer(make_settings):
     async with running(make_settings()) as client:
         first = await client.post("/retrieve", json={"history": HISTORY, "n": 5})
