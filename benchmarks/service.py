@@ -334,24 +334,39 @@ def run_http(args, bundle: Path, dense_bundle: Path) -> dict[str, Any]:
     for name, (path, env) in configs.items():
         out[name] = {"bundle": str(path), "env": env, "points": points[name],
                      "best_at_p99_le_50ms": best_under_target(points[name])}
-    best = {name: (out[name]["best_at_p99_le_50ms"] or {}).get("throughput_rps")
-            for name in configs}
-    peak = {name: max(p["throughput_rps"] for p in out[name]["points"]) for name in configs}
-    out["summary"] = {
+    out["summary"] = summarize(points)
+    return out
+
+
+def summarize(points: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The figures the issue asks for, from each configuration's points.
+
+    A configuration with no point at p99 <= 50 ms serves nothing within the target: its
+    throughput there is null, a ratio over it null, and a target that compares against
+    it is met by any throughput at all (the dense baseline at 1M items meets the latency
+    target at no load tested).
+    """
+    best = {name: (best_under_target(ps) or {}).get("throughput_rps")
+            for name, ps in points.items()}
+    peak = {name: max(p["throughput_rps"] for p in ps) for name, ps in points.items()}
+
+    def at_least(share: float, a: str, b: str) -> bool:
+        return bool(best[a]) and (best[b] is None or best[a] >= share * best[b])
+
+    return {
         "throughput_rps_at_p99_le_50ms": best,
         "peak_throughput_rps_any_latency": peak,
         "peak_batching_over_batch1": _ratio(peak["seater"], peak["seater_batch1"]),
         "batching_over_batch1": _ratio(best["seater"], best["seater_batch1"]),
         "seater_over_dense": _ratio(best["seater"], best["dense"]),
-        "target_batching_3x": (_ratio(best["seater"], best["seater_batch1"]) or 0) >= 3.0,
+        "peak_seater_over_dense": _ratio(peak["seater"], peak["dense"]),
+        "target_batching_3x": at_least(3.0, "seater", "seater_batch1"),
         "target_500_rps_p99_50ms": (best["seater"] or 0) >= 500,
-        "target_seater_over_dense_0_8": (_ratio(best["seater"], best["dense"]) or 0) >= 0.8,
+        "target_seater_over_dense_0_8": at_least(0.8, "seater", "dense"),
         # cores the server (all its processes) used at its highest-throughput point
-        "server_cores_at_peak": {name: max(out[name]["points"],
-                                           key=lambda p: p["throughput_rps"])["server_cpu_share"]
-                                 for name in configs},
+        "server_cores_at_peak": {name: max(ps, key=lambda p: p["throughput_rps"])[
+            "server_cpu_share"] for name, ps in points.items()},
     }
-    return out
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

@@ -166,3 +166,37 @@ def test_catalogue_bundles_are_built_once_and_a_half_built_pair_again(monkeypatc
     (first[1] / "manifest.json").unlink()  # the dense export never finished
     assert bench.catalogue_bundles(20_000, seed=1) == first
     assert built == [(20_000, 1), (20_000, 1)]
+
+
+def _points(*rows: tuple[float, float]) -> list[dict]:
+    """(throughput, p99) pairs as the benchmark's points, at 1.5 server cores."""
+    return [{"throughput_rps": t, "p99_ms": p99, "failures": 0, "server_cpu_share": 1.5}
+            for t, p99 in rows]
+
+
+def test_summary_takes_the_best_point_under_the_p99_target_and_the_peaks():
+    s = bench.summarize({
+        "seater": _points((400, 20), (900, 45), (1200, 80)),
+        "seater_batch1": _points((300, 30), (350, 60)),
+        "dense": _points((1000, 10), (1500, 49.9), (2000, 70)),
+    })
+    assert s["throughput_rps_at_p99_le_50ms"] == {"seater": 900, "seater_batch1": 300,
+                                                  "dense": 1500}
+    assert s["seater_over_dense"] == 0.6 and s["peak_seater_over_dense"] == 0.6
+    assert s["batching_over_batch1"] == 3.0 and s["target_batching_3x"]
+    assert s["peak_batching_over_batch1"] == round(1200 / 350, 2)
+    assert not s["target_seater_over_dense_0_8"] and s["target_500_rps_p99_50ms"]
+
+
+def test_a_baseline_that_never_meets_the_p99_target_is_beaten_by_any_throughput():
+    s = bench.summarize({
+        "seater": _points((600, 40)),
+        "seater_batch1": _points((400, 45)),
+        "dense": _points((90, 95), (150, 700)),  # brute force over a large catalogue
+    })
+    assert s["throughput_rps_at_p99_le_50ms"]["dense"] is None
+    assert s["seater_over_dense"] is None and s["peak_seater_over_dense"] == 4.0
+    assert s["target_seater_over_dense_0_8"]
+    failed = bench.summarize({"seater": _points((600, 90)), "seater_batch1": _points((1, 1)),
+                              "dense": _points((90, 95))})
+    assert not failed["target_seater_over_dense_0_8"]  # neither within the target
