@@ -14,6 +14,9 @@ rows run on a one-thread copy of the decoder, ``SEATER_SMALL_STEP_ROWS``):
   machine: ``[64, 64] x [64, n_items]`` float32 scores + top-50 (argpartition + sort)
   in numpy. The engine's ratio to it is reported.
 - With ``--dense-bundle``, the dense baseline engine (``service.model.dense.DenseEngine``).
+- Where the time goes: the B = 64 search's numpy work by function under cProfile
+  (``bookkeeping_profile``), and ONNX Runtime's own profile of the decoder's kernels over
+  that search's steps, by op type and node (``decoder_op_profile``).
 
 Histories are real: a random Beauty user's sequence cut at a random point (the
 locustfile's rule), mapped through the bundle's ``items.json``. Without ``--bundle`` a
@@ -42,7 +45,7 @@ import numpy as np
 from benchmarks.common import ROOT, closing_load, pinned_threads, provenance, write_report
 from indexer.search import beam_search
 from loadtests.histories import Histories, read_sequences
-from service.model.bundle import load_seater_bundle
+from service.model.bundle import SeaterBundle, load_seater_bundle
 from service.model.seater import SeaterEngine
 from service.model.sessions import RuntimeOptions
 from service.settings import Settings
@@ -275,6 +278,69 @@ def profile_bookkeeping(tree, histories: list[np.ndarray], batch: int, beam: int
                 for (f, line, name), (_, nc, tt, _, _) in rows]}
 
 
+def decoder_op_profile(bundle: SeaterBundle, histories: list[np.ndarray], batch: int,
+                       beam: int, n: int, reps: int) -> dict[str, Any]:
+    """ONNX Runtime's own profile of ``decoder.onnx`` over the steps of one real search.
+
+    The engine-level timings say how long the decoder takes, not where inside the graph:
+    a faster engine has to know whether it is the feed-forward GEMMs (model size: fixed
+    by the checkpoint) or gathers, reshapes and the dedupe (the graph's shape: ours to
+    change). The steps of a ``batch``-request search are recorded, then replayed ``reps``
+    times on a one-thread session with profiling on; kernel time is summed per op type
+    and per node. Shape: -> shares of kernel time, largest first.
+    """
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    prefixes: list[np.ndarray] = []
+
+    def recording(tree, scorer, **kwargs):
+        def record(prefix: np.ndarray) -> np.ndarray:
+            prefixes.append(np.array(prefix, np.int64))
+            return scorer(prefix)
+        return beam_search(tree, record, **kwargs)
+
+    options = RuntimeOptions.from_settings(Settings(providers="cpu", intra_op_threads=1))
+    engine = SeaterEngine(bundle, options, recording)
+    hist = [histories[b % len(histories)] for b in range(batch)]
+    states = engine.encode(hist)
+    engine.search(states, np.full(batch, n), np.full(batch, beam), hist)
+    engine.close()
+    memory_k, memory_v, memory_bias = SeaterEngine._repad(states)
+    fixed = {"memory_k": memory_k, "memory_v": memory_v, "memory_bias": memory_bias,
+             "children": bundle.tree.children.astype(np.int64),
+             "node_emb": np.ascontiguousarray(bundle.embeddings, np.float32)}
+    by_op: dict[str, float] = {}
+    by_node: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "decoder")
+        session = ort.InferenceSession(str(bundle.decoder_path), so,
+                                       providers=["CPUExecutionProvider"])
+        for _ in range(reps):
+            for prefix in prefixes:
+                session.run(None, {"prefix": prefix, **fixed})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            op, node = e["args"]["op_name"], e["name"].removesuffix("_kernel_time")
+            by_op[op] = by_op.get(op, 0.0) + e["dur"]
+            by_node[node] = by_node.get(node, 0.0) + e["dur"]
+    total = sum(by_op.values()) or 1.0
+
+    def shares(times: dict[str, float], top: int) -> list[dict[str, Any]]:
+        ranked = sorted(times.items(), key=lambda kv: -kv[1])[:top]
+        return [{"name": k, "share": round(v / total, 3)} for k, v in ranked]
+
+    return {"batch": batch, "steps": [int(np.prod(p.shape[:2])) for p in prefixes],
+            "kernel_ms_per_search": round(total / reps / 1e3, 3),
+            "by_op_type": shares(by_op, 12), "top_nodes": shares(by_node, 12)}
+
+
 def bench_dense(engine, histories: list[np.ndarray], batch: int, reps: int, n: int) -> dict:
     total_s, encode_s = [], []
     ns = np.full(batch, n)
@@ -334,6 +400,8 @@ def run_engine_benchmarks(args: argparse.Namespace) -> dict[str, Any]:
         engine.close()
     report["bookkeeping_profile"] = profile_bookkeeping(
         bundle.tree, histories, 64, args.beam, args.n, 5 if args.quick else 30, args.seed)
+    report["decoder_op_profile"] = decoder_op_profile(
+        bundle, histories, 64, args.beam, args.n, 3 if args.quick else 20)
     if args.dense_bundle:
         from service.model.bundle import load_dense_bundle
         from service.model.dense import DenseEngine
