@@ -81,7 +81,6 @@ class RequestContextMiddleware:
             )
             reset_request_id(token)
 
-
     def _timer(self, route: str, method: str) -> Any:
         key = (route, method)
         if key not in self._timers:
