@@ -124,7 +124,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--spinning", action="store_true",
                         help="let ORT threads busy-wait (off by default: the load generator "
                         "shares the CPU)")
-    parser.add_argument("--max-wait-ms", type=float, default=2.0)
+    parser.add_argument("--max-wait-ms", type=float,
+                        default=Settings.model_fields["max_wait_ms"].default)
     parser.add_argument("--workers", type=int, default=Settings.model_fields["workers"].default,
                         help="SEATER_WORKERS of every server (default: the service's, one "
                         "process per core)")

@@ -61,7 +61,11 @@ class Settings(BaseSettings):
 
     # -- micro-batching --------------------------------------------------------------------
     max_batch_size: int = Field(64, ge=1, le=1024)
-    max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    max_wait_ms: float = Field(
+        0.0, ge=0.0, le=1000.0, description="How long a batch waits for more requests. 0: a "
+        "batch takes what queued while the previous one decoded (two batch workers overlap "
+        "gathering and decoding); on CPU waiting only added latency (reports/bench/"
+        "service_wait0.json against service.json). A GPU may want 1-2 ms.")
     queue_size: int = Field(1024, ge=1, le=1_000_000)
     batch_workers: int = Field(
         2, ge=1, le=16, description="Batches decoded at once: while one is in ONNX Runtime "
