@@ -122,13 +122,13 @@ class Retriever:
         allowed = self.allowed(engine, req.filters)
         result = await self.batcher.submit(engine, truncated, req.n, beam, excluded, allowed)
         hit = result.hit
-        ids, titles = engine.catalog.ids, engine.catalog.titles
+        catalog = engine.catalog
         # Values the engine produced, already of the model's types: constructed, not
         # validated field by field (this runs for every item of every answer).
         items = [
             RetrievedItem.model_construct(
-                id=ids[i], score=score, code=[c for c in code if c >= 0],
-                title=titles[i] if titles is not None else None,
+                id=catalog.external_id(i), score=score, code=[c for c in code if c >= 0],
+                title=catalog.title(i),
             )
             for i, score, code in zip(hit.items.tolist(), hit.scores.tolist(),
                                       hit.codes.tolist(), strict=True)
